@@ -1,0 +1,41 @@
+"""Errors a user can cause, each with the exit code the CLI gives it.
+
+Bugs are not listed here: they raise ordinary exceptions with a traceback.
+"""
+
+
+class GpunetError(Exception):
+    """A problem the user can fix; the message is one line that names the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(GpunetError):
+    """An option value that cannot work (a size of zero, a negative learning rate, ...)."""
+
+    exit_code = 2
+
+
+class BackendUnavailable(GpunetError):
+    """The requested backend cannot be used on this machine."""
+
+    exit_code = 2
+
+
+class Diverged(GpunetError):
+    """Training produced a non-finite loss.
+
+    Attributes:
+        epoch: the first epoch whose loss was not finite.
+        losses: the finite (epoch, loss) log points seen before it.
+    """
+
+    exit_code = 3
+
+    def __init__(self, epoch, losses):
+        self.epoch = epoch
+        self.losses = losses
+        super().__init__(
+            f"the loss became non-finite at epoch {epoch}; "
+            "training diverged: try a smaller --lr"
+        )

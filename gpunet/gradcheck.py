@@ -1,0 +1,59 @@
+"""The hand-written backward pass against central finite differences, in float64."""
+
+import numpy as np
+
+from gpunet.model import loss_factor
+
+DEFAULT_EPS = 1e-6
+DEFAULT_TOL = 1e-6
+
+
+def finite_difference(net, k=1.0, eps=DEFAULT_EPS):
+    """d(k * SSE)/dparams by central differences, one parameter at a time, on the host."""
+    out = net.xp.empty((1, 1), net.dtype)
+
+    def loss():
+        net.forward()
+        net.sse(out)
+        return k * float(net.backend.to_numpy(out)[0, 0])
+
+    grad = np.empty(net.layout.size)
+    for i in range(net.layout.size):
+        keep = net.params[i].copy()
+        net.params[i] = keep + eps
+        up = loss()
+        net.params[i] = keep - eps
+        down = loss()
+        net.params[i] = keep
+        grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def relative_errors(analytic, numeric, layout):
+    """Per parameter tensor, max |analytic - numeric| over max |numeric|.
+
+    Returns:
+        [(name, error)] with names w1, b1, w2, b2, ...
+    """
+    rows = []
+    for l, ((ga, ba), (gn, bn)) in enumerate(zip(layout.unpack(analytic), layout.unpack(numeric)), 1):
+        for name, a, n in ((f"w{l}", ga, gn), (f"b{l}", ba, bn)):
+            rows.append((name, float(np.max(np.abs(a - n)) / max(float(np.max(np.abs(n))), np.finfo(float).tiny))))
+    return rows
+
+
+def gradcheck(net, loss="sse", eps=DEFAULT_EPS):
+    """Compare net's backward pass with finite differences at its current parameters.
+
+    Args:
+        net: a gpunet.model.Network, float64 for a meaningful check.
+        loss: "sse" or "mse".
+
+    Returns:
+        [(tensor name, max relative error)], one per weight and bias.
+    """
+    n, d_out = net.y.shape
+    k = loss_factor(loss, n, d_out)
+    _, analytic = net.loss_and_grad(k)
+    numeric = finite_difference(net, k, eps)
+    return relative_errors(analytic, numeric, net.layout)

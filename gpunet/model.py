@@ -1,0 +1,154 @@
+"""The network: flat parameter layout, initialisation, forward, loss and backward, written once against `xp`.
+
+Layer l maps a[l] (n, fan_in) to z[l] = a[l] @ w[l] + b[l] (n, fan_out); hidden layers apply ReLU,
+the output layer is linear. The bias is folded into the matrix product: each layer's input carries a
+column of ones, and each layer's parameters are one (fan_in + 1, fan_out) block whose last row is
+the bias. Stacked, those blocks are the flat buffer [w1 | b1 | w2 | b2 | ...].
+"""
+
+import numpy as np
+
+from gpunet.errors import ConfigError
+
+LOSSES = ("sse", "mse")
+INITS = ("normal", "he")
+
+
+class Layout:
+    """Where each layer's weights and bias sit in a flat buffer.
+
+    Args:
+        sizes: layer widths [d_in, *hidden, d_out].
+    """
+
+    def __init__(self, sizes):
+        self.sizes = tuple(int(s) for s in sizes)
+        self.shapes = [(fan_in + 1, fan_out) for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:])]
+        self.offsets = np.cumsum([0] + [r * c for r, c in self.shapes]).tolist()
+        self.size = self.offsets[-1]
+
+    def blocks(self, flat):
+        """Views of `flat` as one (fan_in + 1, fan_out) block per layer: weight rows, then the bias row."""
+        return [flat[o : o + r * c].reshape(r, c) for o, (r, c) in zip(self.offsets, self.shapes)]
+
+    def unpack(self, flat):
+        """[(w, b), ...] per layer: w of shape (fan_in, fan_out), b of shape (fan_out,); views of `flat`."""
+        return [(blk[:-1], blk[-1]) for blk in self.blocks(flat)]
+
+
+def init_params(sizes, rng, init="normal"):
+    """Initial flat parameters in float64, drawn from `rng` on the host.
+
+    `normal` is the tutorial's: w ~ N(0, 1), b = 0. `he` scales w by sqrt(2 / fan_in),
+    which keeps activations in range for wide or deep networks.
+    """
+    if init not in INITS:
+        raise ConfigError(f"unknown --init {init!r}: choose one of {', '.join(INITS)}")
+    layout = Layout(sizes)
+    flat = np.zeros(layout.size)
+    for w, _ in layout.unpack(flat):
+        scale = 1.0 if init == "normal" else np.sqrt(2.0 / w.shape[0])
+        w[...] = rng.standard_normal(w.shape) * scale
+    return flat
+
+
+def loss_factor(loss, n, d_out):
+    """k in loss = k * SSE: 1 for `sse`, 1 / (n * d_out) for `mse`."""
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown --loss {loss!r}: choose one of {', '.join(LOSSES)}")
+    return 1.0 if loss == "sse" else 1.0 / (n * d_out)
+
+
+class Network:
+    """Parameters, gradients and the workspace for one batch, all allocated once.
+
+    Args:
+        backend: a gpunet.backend.Backend.
+        sizes: layer widths [d_in, *hidden, d_out].
+        params: flat initial parameters (host array, any float dtype).
+        x, y: the batch, host arrays of shape (n, d_in) and (n, d_out).
+        dtype: the dtype of every buffer.
+    """
+
+    def __init__(self, backend, sizes, params, x, y, dtype=np.float32):
+        xp = self.xp = backend.xp
+        self.backend = backend
+        self.layout = Layout(sizes)
+        self.dtype = np.dtype(dtype)
+        self.params = backend.asarray(params, self.dtype)
+        self.grads = xp.zeros_like(self.params)
+        self.blocks = self.layout.blocks(self.params)
+        self.grad_blocks = self.layout.blocks(self.grads)
+        # w without its bias row: what the input gradient is multiplied by
+        self.weights = [blk[:-1] for blk in self.blocks]
+        self._workspace(x.shape[0])
+        self.set_batch(x, y)
+
+    def _workspace(self, n):
+        xp, dt, sizes = self.xp, self.dtype, self.layout.sizes
+        # a[l]: the input of layer l with its ones column; act[l] the part the previous ReLU writes
+        self.a = [xp.ones((n, fan_in + 1), dt) for fan_in in sizes[:-1]]
+        self.act = [a[:, :-1] for a in self.a[1:]]
+        self.z = [xp.empty((n, fan_out), dt) for fan_out in sizes[1:]]  # pre-activations; z[-1] = y_pred
+        self.mask = [xp.empty((n, fan_out), bool) for fan_out in sizes[1:-1]]  # ReLU masks, z[l] > 0
+        self.g = [xp.empty((n, fan_out), dt) for fan_out in sizes[1:]]  # scaled dLoss/dz[l]
+        self.y = xp.empty((n, sizes[-1]), dt)
+        # the residual as a row and a column: their product is the sum of squared errors
+        self._r_row = self.g[-1].reshape(1, -1)
+        self._r_col = self.g[-1].reshape(-1, 1)
+
+    def set_batch(self, x, y):
+        """Copy a batch of the workspace's size into the workspace."""
+        self.a[0][:, :-1] = self.backend.asarray(x, self.dtype)
+        self.y[...] = self.backend.asarray(y, self.dtype)
+
+    def workspace_bytes(self):
+        """Bytes held by the parameters, gradients, data and workspace buffers."""
+        bufs = [self.params, self.grads, self.y, *self.a, *self.z, *self.mask, *self.g]
+        return sum(int(b.nbytes) for b in bufs)
+
+    def forward(self):
+        """Fill z[l] (and the ReLU masks and activations) for the current batch; return y_pred."""
+        xp, mm, last = self.xp, self.backend.matmul, len(self.z) - 1
+        for l, (a, blk, z) in enumerate(zip(self.a, self.blocks, self.z)):
+            mm(a, blk, out=z)  # z = a @ w + b, the bias through the ones column
+            if l < last:
+                xp.greater(z, 0, out=self.mask[l])
+                xp.multiply(z, self.mask[l], out=self.act[l])  # relu(z), into the next layer's input
+        return self.z[-1]
+
+    def sse(self, out):
+        """Write the sum of squared errors into `out` (a (1, 1) array); the residual stays in g[-1]."""
+        r = self.xp.subtract(self.z[-1], self.y, out=self.g[-1])
+        self.backend.matmul(self._r_row, self._r_col, out=out)
+        return r
+
+    def backward(self, scale):
+        """grads = scale * dSSE/dparams, from the residual that sse() left in g[-1]."""
+        xp, mm, g = self.xp, self.backend.matmul, self.g
+        xp.multiply(g[-1], 2 * scale, out=g[-1])  # dSSE/dy_pred = 2 * (y_pred - y)
+        for l in range(len(g) - 1, -1, -1):
+            mm(self.a[l].T, g[l], out=self.grad_blocks[l])  # dL/dw and, via the ones column, dL/db
+            if l > 0:
+                mm(g[l], self.weights[l].T, out=g[l - 1])  # dL/da[l], the previous layer's activation
+                xp.multiply(g[l - 1], self.mask[l - 1], out=g[l - 1])  # through the ReLU: zero where z <= 0
+        return self.grads
+
+    def step(self):
+        """params -= grads: one operation over the flat buffer (the learning rate is already in grads)."""
+        self.xp.subtract(self.params, self.grads, out=self.params)
+
+    def epoch(self, loss_out, scale):
+        """One full-batch gradient-descent step; the SSE before the step goes to `loss_out`."""
+        self.forward()
+        self.sse(loss_out)
+        self.backward(scale)
+        self.step()
+
+    def loss_and_grad(self, k=1.0):
+        """(loss, dloss/dparams) on the host for loss = k * SSE, at the current parameters."""
+        out = self.xp.empty((1, 1), self.dtype)
+        self.forward()
+        self.sse(out)
+        self.backward(k)
+        return k * float(self.backend.to_numpy(out)[0, 0]), self.backend.to_numpy(self.grads).copy()

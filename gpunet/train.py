@@ -1,0 +1,175 @@
+"""The training loop: epochs on the device, losses kept there until a log point, one result at the end."""
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from gpunet import backend as backends
+from gpunet.data import DEFAULT_SEED, check_random_state, synthetic
+from gpunet.errors import ConfigError, Diverged
+from gpunet.model import INITS, LOSSES, Layout, Network, init_params, loss_factor
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class Config:
+    """What to train: the tutorial's experiment by default."""
+
+    n: int = 100
+    d_in: int = 3
+    hidden: tuple = (32,)
+    d_out: int = 1
+    epochs: int = 200
+    lr: float = 1e-4
+    seed: int = DEFAULT_SEED
+    dtype: str = "float32"
+    loss: str = "sse"
+    init: str = "normal"
+    log_every: int = 10
+
+    def __post_init__(self):
+        self.hidden = tuple(self.hidden)
+        self.validate()
+
+    @property
+    def sizes(self):
+        return [self.d_in, *self.hidden, self.d_out]
+
+    def validate(self):
+        """Raise ConfigError naming the option when a value cannot work."""
+        for name in ("n", "d_in", "d_out", "epochs", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ConfigError(
+                f"--hidden must be one or more positive integers separated by commas, got {self.hidden!r}"
+            )
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"--lr must be a finite number greater than 0, got {self.lr!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown --dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown --loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        if self.init not in INITS:
+            raise ConfigError(f"unknown --init {self.init!r}: choose one of {', '.join(INITS)}")
+
+
+@dataclass
+class Result:
+    """What a training run gives back; every array is a NumPy array on the host.
+
+    Attributes:
+        config: the Config that was trained.
+        backend, device: where it ran.
+        losses: [(epoch, loss)] at the log points.
+        history: the loss at every epoch (before that epoch's update), shape (epochs,).
+        params: [(w, b)] per layer, w of shape (fan_in, fan_out), b of shape (fan_out,).
+        train_seconds: the training loop only, the device synchronized; data and transfer excluded.
+    """
+
+    config: Config
+    backend: str
+    device: str
+    losses: list
+    history: np.ndarray
+    params: list
+    train_seconds: float
+    versions: dict = field(default_factory=dict)
+
+    @property
+    def final_loss(self):
+        return float(self.history[-1])
+
+    @property
+    def seconds_per_epoch(self):
+        return self.train_seconds / self.config.epochs
+
+    def to_dict(self):
+        """A JSON-ready summary (without the parameters)."""
+        return {
+            "config": asdict(self.config),
+            "backend": self.backend,
+            "device": self.device,
+            "versions": self.versions,
+            "losses": [[e, l] for e, l in self.losses],
+            "final_loss": self.final_loss,
+            "train_seconds": self.train_seconds,
+            "seconds_per_epoch": self.seconds_per_epoch,
+        }
+
+
+def prepare(config, backend):
+    """Draw the data and initial parameters on the host and build the network on `backend`."""
+    rng = check_random_state(config.seed)
+    x, y = synthetic(config.n, config.d_in, config.d_out, rng)
+    params = init_params(config.sizes, rng, config.init)
+    return Network(backend, config.sizes, params, x, y, dtype=config.dtype)
+
+
+def fit(net, config, on_log=None):
+    """Run config.epochs full-batch steps on `net`; return (losses at log points, per-epoch history, seconds).
+
+    Losses stay on the device until a log point, where they are copied to the host, checked to be
+    finite and handed to `on_log(epoch, loss)`.
+
+    Raises:
+        Diverged: a loss was not finite (seen at the first log point after it).
+    """
+    b, xp = net.backend, net.xp
+    k = loss_factor(config.loss, config.n, config.d_out)
+    scale = config.lr * k
+    history = xp.zeros((config.epochs, 1), net.dtype)  # SSE per epoch; one slot each
+    slots = [history[t : t + 1] for t in range(config.epochs)]
+    host = np.empty(config.epochs)
+    losses, seen = [], 0
+
+    def collect(upto):
+        nonlocal seen
+        host[seen:upto] = k * b.to_numpy(history[seen:upto, 0])
+        bad = np.flatnonzero(~np.isfinite(host[seen:upto]))
+        if bad.size:
+            raise Diverged(seen + int(bad[0]) + 1, losses)
+        seen = upto
+
+    b.synchronize()
+    start = time.perf_counter()
+    with np.errstate(all="ignore"):  # overflow is reported as Diverged at the next log point
+        for t in range(config.epochs):
+            net.epoch(slots[t], scale)
+            if (t + 1) % config.log_every == 0:
+                collect(t + 1)
+                losses.append((t + 1, float(host[t])))
+                if on_log is not None:
+                    on_log(t + 1, float(host[t]))
+        collect(config.epochs)
+    b.synchronize()
+    return losses, host, time.perf_counter() - start
+
+
+def train(config=None, backend="auto", device=0, on_log=None, **options):
+    """Train a network and return a Result.
+
+    Args:
+        config: a Config; or leave it None and pass its fields as keyword options
+            (e.g. `train(hidden=(64, 64), epochs=500)`).
+        backend: "cpu", "cuda", "auto", or a resolved gpunet.backend.Backend.
+        device: the CUDA device index.
+        on_log: called as on_log(epoch, loss) at each log point.
+
+    Raises:
+        gpunet.errors.ConfigError, BackendUnavailable, Diverged.
+    """
+    if config is None:
+        config = Config(**options)
+    elif options:
+        raise TypeError("pass either a Config or keyword options, not both")
+    if not isinstance(backend, backends.Backend):
+        backend = backends.resolve(backend, device)
+    net = prepare(config, backend)
+    losses, history, seconds = fit(net, config, on_log)
+    params = [(w.copy(), b.copy()) for w, b in Layout(config.sizes).unpack(backend.to_numpy(net.params))]
+    return Result(config, backend.name, backend.device, losses, history, params, seconds, backend.versions())

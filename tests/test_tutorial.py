@@ -1,0 +1,72 @@
+"""gpunet against the tutorial: its transliteration as the reference, and its experiment's behaviour."""
+
+import numpy as np
+import pytest
+
+from gpunet import Config, train
+from gpunet.data import check_random_state, synthetic, true_coefficients
+from gpunet.model import Layout, init_params
+from tests.tutorial_reference import tutorial
+
+
+def tutorial_start(config, dtype):
+    """The data and initial parameters gpunet draws for `config`, as the tutorial's variables."""
+    rng = check_random_state(config.seed)
+    x, y = synthetic(config.n, config.d_in, config.d_out, rng)
+    (w1, b1), (w2, b2) = Layout(config.sizes).unpack(init_params(config.sizes, rng, config.init))
+    return [a.astype(dtype) for a in (x, y, w1, w2, b1, b2)]
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 2e-4)])
+def test_matches_the_tutorial_transliteration(backend, dtype, rtol):
+    config = Config(dtype=dtype)
+    ref_losses, ref_params = tutorial(*tutorial_start(config, dtype), learning_rate=config.lr, epochs=config.epochs)
+    result = train(config, backend=backend)
+    np.testing.assert_allclose(result.history, ref_losses, rtol=rtol)
+    (w1, b1), (w2, b2) = result.params
+    for got, want in zip((w1, b1, w2, b2), ref_params):
+        np.testing.assert_allclose(got, np.reshape(want, got.shape), rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+def test_log_points_are_the_tutorials(backend):
+    result = train(backend=backend)
+    assert [e for e, _ in result.losses] == list(range(10, 201, 10))
+    assert [l for _, l in result.losses] == [float(result.history[e - 1]) for e in range(10, 201, 10)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_loss_falls_at_every_log_point(backend, seed):
+    losses = [l for _, l in train(backend=backend, seed=seed).losses]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 100 < losses[0] < 1000  # from a few hundred to under a hundred, as in the tutorial
+
+
+def test_same_seed_same_losses_other_seed_other_losses(backend):
+    a, b, c = train(backend=backend, seed=7), train(backend=backend, seed=7), train(backend=backend, seed=8)
+    assert np.array_equal(a.history, b.history)
+    assert not np.array_equal(a.history, c.history)
+
+
+def test_synthetic_targets_follow_the_tutorials_rule():
+    assert true_coefficients(3, 1).ravel().tolist() == [0.2, -1.3, -0.5]
+    x, y = synthetic(20000, 3, 1, np.random.default_rng(0))
+    fitted, *_ = np.linalg.lstsq(x, y, rcond=None)
+    np.testing.assert_allclose(fitted.ravel(), [0.2, -1.3, -0.5], atol=0.03)  # noise N(0,1): se ~ 0.007
+    assert abs(np.std(y - x @ true_coefficients(3, 1)) - 1) < 0.03
+
+
+def test_mse_is_sse_over_the_count_and_trains_the_same_direction(backend):
+    sse = train(backend=backend, dtype="float64", epochs=1)
+    mse = train(backend=backend, dtype="float64", epochs=1, loss="mse")
+    assert mse.history[0] == pytest.approx(sse.history[0] / 100, rel=1e-12)
+    # mse's gradient is sse's over n*d_out: lr * n gives the same step
+    a = train(backend=backend, dtype="float64", epochs=5)
+    b = train(backend=backend, dtype="float64", epochs=5, loss="mse", lr=1e-4 * 100)
+    np.testing.assert_allclose(b.history * 100, a.history, rtol=1e-12)
+
+
+def test_deeper_and_wider_networks_train(backend):
+    result = train(backend=backend, n=256, d_in=8, hidden=(64, 32, 16), d_out=3, init="he", epochs=100, lr=1e-4)
+    assert result.losses[-1][1] < 0.5 * result.losses[0][1]
+    assert [w.shape for w, _ in result.params] == [(8, 64), (64, 32), (32, 16), (16, 3)]
+    assert [b.shape for _, b in result.params] == [(64,), (32,), (16,), (3,)]
