@@ -1,9 +1,13 @@
 """The network: flat parameter layout, initialisation, forward, loss and backward, written once against `xp`.
 
-Layer l maps a[l] (n, fan_in) to z[l] = a[l] @ w[l] + b[l] (n, fan_out); hidden layers apply ReLU,
-the output layer is linear. The bias is folded into the matrix product: each layer's input carries a
-column of ones, and each layer's parameters are one (fan_in + 1, fan_out) block whose last row is
-the bias. Stacked, those blocks are the flat buffer [w1 | b1 | w2 | b2 | ...].
+Layer l maps its input a[l] to z[l] = a[l] @ w[l] + b[l]; hidden layers apply ReLU, the output layer
+is linear. The bias is folded into the matrix product: each layer's parameters are one
+(fan_in + 1, fan_out) block whose last row is the bias, and each layer's input carries a feature of
+ones. Stacked, the blocks are the flat buffer [w1 | b1 | w2 | b2 | ...].
+
+The workspace is feature-major (each buffer is (features, n), the transpose of the math above), so
+that the elementwise passes write whole contiguous rows; the matrix products take transposed views,
+which BLAS and cuBLAS read without a copy.
 """
 
 import numpy as np
@@ -75,6 +79,7 @@ class Network:
         self.backend = backend
         self.layout = Layout(sizes)
         self.dtype = np.dtype(dtype)
+        self._zero = self.dtype.type(0)
         self.params = backend.asarray(params, self.dtype)
         self.grads = xp.zeros_like(self.params)
         self.blocks = self.layout.blocks(self.params)
@@ -86,21 +91,28 @@ class Network:
 
     def _workspace(self, n):
         xp, dt, sizes = self.xp, self.dtype, self.layout.sizes
-        # a[l]: the input of layer l with its ones column; act[l] the part the previous ReLU writes
-        self.a = [xp.ones((n, fan_in + 1), dt) for fan_in in sizes[:-1]]
-        self.act = [a[:, :-1] for a in self.a[1:]]
-        self.z = [xp.empty((n, fan_out), dt) for fan_out in sizes[1:]]  # pre-activations; z[-1] = y_pred
-        self.mask = [xp.empty((n, fan_out), bool) for fan_out in sizes[1:-1]]  # ReLU masks, z[l] > 0
-        self.g = [xp.empty((n, fan_out), dt) for fan_out in sizes[1:]]  # scaled dLoss/dz[l]
-        self.y = xp.empty((n, sizes[-1]), dt)
+        # Feature-major: row i of a buffer is feature i over the n observations, so the ReLU writes
+        # whole contiguous rows. a[l] is layer l's input with a last row of ones (for the bias);
+        # act[l] is the part of a[l + 1] that layer l's ReLU writes.
+        self.a = [xp.ones((fan_in + 1, n), dt) for fan_in in sizes[:-1]]
+        self.act = [a[:-1] for a in self.a[1:]]
+        self.z = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:]]  # pre-activations; z[-1] = y_pred
+        # ReLU masks, 1.0 where z[l] > 0: in the dtype itself, as NumPy multiplies float by bool at half speed
+        self.mask = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:-1]]
+        self.g = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:]]  # scaled dLoss/dz[l]
+        self.y = xp.empty((sizes[-1], n), dt)
         # the residual as a row and a column: their product is the sum of squared errors
         self._r_row = self.g[-1].reshape(1, -1)
         self._r_col = self.g[-1].reshape(-1, 1)
 
+    @property
+    def n(self):
+        return self.y.shape[1]
+
     def set_batch(self, x, y):
-        """Copy a batch of the workspace's size into the workspace."""
-        self.a[0][:, :-1] = self.backend.asarray(x, self.dtype)
-        self.y[...] = self.backend.asarray(y, self.dtype)
+        """Copy a batch (x of shape (n, d_in), y of shape (n, d_out)) of the workspace's size into it."""
+        self.a[0][:-1] = self.backend.asarray(x, self.dtype).T
+        self.y[...] = self.backend.asarray(y, self.dtype).T
 
     def workspace_bytes(self):
         """Bytes held by the parameters, gradients, data and workspace buffers."""
@@ -108,12 +120,12 @@ class Network:
         return sum(int(b.nbytes) for b in bufs)
 
     def forward(self):
-        """Fill z[l] (and the ReLU masks and activations) for the current batch; return y_pred."""
+        """Fill z[l] (and the ReLU masks and activations) for the current batch; return y_pred (d_out, n)."""
         xp, mm, last = self.xp, self.backend.matmul, len(self.z) - 1
         for l, (a, blk, z) in enumerate(zip(self.a, self.blocks, self.z)):
-            mm(a, blk, out=z)  # z = a @ w + b, the bias through the ones column
+            mm(blk.T, a, out=z)  # z = w.T a + b, the bias through the row of ones
             if l < last:
-                xp.greater(z, 0, out=self.mask[l])
+                xp.greater(z, self._zero, out=self.mask[l])
                 xp.multiply(z, self.mask[l], out=self.act[l])  # relu(z), into the next layer's input
         return self.z[-1]
 
@@ -128,9 +140,9 @@ class Network:
         xp, mm, g = self.xp, self.backend.matmul, self.g
         xp.multiply(g[-1], 2 * scale, out=g[-1])  # dSSE/dy_pred = 2 * (y_pred - y)
         for l in range(len(g) - 1, -1, -1):
-            mm(self.a[l].T, g[l], out=self.grad_blocks[l])  # dL/dw and, via the ones column, dL/db
+            mm(self.a[l], g[l].T, out=self.grad_blocks[l])  # dL/dw and, via the row of ones, dL/db
             if l > 0:
-                mm(g[l], self.weights[l].T, out=g[l - 1])  # dL/da[l], the previous layer's activation
+                mm(self.weights[l], g[l], out=g[l - 1])  # dL/da[l], the previous layer's activation
                 xp.multiply(g[l - 1], self.mask[l - 1], out=g[l - 1])  # through the ReLU: zero where z <= 0
         return self.grads
 

@@ -38,7 +38,7 @@ class NoReluMask(Network):
     def sse(self, out):
         r = super().sse(out)
         for m in self.mask:
-            m[...] = True
+            m[...] = 1
         return r
 
 
