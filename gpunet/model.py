@@ -91,12 +91,12 @@ class Network:
 
     def _workspace(self, n):
         xp, dt, sizes = self.xp, self.dtype, self.layout.sizes
-        # Feature-major: row i of a buffer is feature i over the n observations, so the ReLU writes
-        # whole contiguous rows. a[l] is layer l's input with a last row of ones (for the bias);
-        # act[l] is the part of a[l + 1] that layer l's ReLU writes.
+        # Feature-major: row i of a buffer is feature i over the n observations, so elementwise passes
+        # write whole contiguous rows. a[l] is layer l's input with a last row of ones (for the bias).
+        # A hidden layer's matrix product writes z straight into the next layer's input rows, and the
+        # ReLU is applied there in place: each hidden layer holds only a[l + 1], its mask and its gradient.
         self.a = [xp.ones((fan_in + 1, n), dt) for fan_in in sizes[:-1]]
-        self.act = [a[:-1] for a in self.a[1:]]
-        self.z = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:]]  # pre-activations; z[-1] = y_pred
+        self.z = [a[:-1] for a in self.a[1:]] + [xp.empty((sizes[-1], n), dt)]  # z[-1] = y_pred
         # ReLU masks, 1.0 where z[l] > 0: in the dtype itself, as NumPy multiplies float by bool at half speed
         self.mask = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:-1]]
         self.g = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:]]  # scaled dLoss/dz[l]
@@ -111,22 +111,23 @@ class Network:
 
     def set_batch(self, x, y):
         """Copy a batch (x of shape (n, d_in), y of shape (n, d_out)) of the workspace's size into it."""
-        self.a[0][:-1] = self.backend.asarray(x, self.dtype).T
-        self.y[...] = self.backend.asarray(y, self.dtype).T
+        # cast while copying into place: no temporary copy of the batch in the workspace dtype
+        self.a[0][:-1] = self.backend.asarray(x).T
+        self.y[...] = self.backend.asarray(y).T
 
     def workspace_bytes(self):
         """Bytes held by the parameters, gradients, data and workspace buffers."""
-        bufs = [self.params, self.grads, self.y, *self.a, *self.z, *self.mask, *self.g]
+        bufs = [self.params, self.grads, self.y, *self.a, self.z[-1], *self.mask, *self.g]
         return sum(int(b.nbytes) for b in bufs)
 
     def forward(self):
-        """Fill z[l] (and the ReLU masks and activations) for the current batch; return y_pred (d_out, n)."""
+        """Fill the activations and ReLU masks for the current batch; return y_pred (d_out, n)."""
         xp, mm, last = self.xp, self.backend.matmul, len(self.z) - 1
         for l, (a, blk, z) in enumerate(zip(self.a, self.blocks, self.z)):
             mm(blk.T, a, out=z)  # z = w.T a + b, the bias through the row of ones
             if l < last:
                 xp.greater(z, self._zero, out=self.mask[l])
-                xp.multiply(z, self.mask[l], out=self.act[l])  # relu(z), into the next layer's input
+                xp.multiply(z, self.mask[l], out=z)  # relu(z) in place: the next layer's input
         return self.z[-1]
 
     def sse(self, out):
