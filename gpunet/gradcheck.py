@@ -2,10 +2,25 @@
 
 import numpy as np
 
-from gpunet.model import loss_factor
+from gpunet.data import check_random_state, synthetic
+from gpunet.model import Layout, Network, init_params, loss_factor
 
 DEFAULT_EPS = 1e-6
 DEFAULT_TOL = 1e-6
+JITTER = 0.1
+
+
+def generic_network(backend, sizes, n=8, seed=0, init="he", cls=Network):
+    """A float64 network on synthetic data at a generic point of its parameters.
+
+    The initial parameters get N(0, JITTER^2) noise, biases included, so that no unit sits exactly
+    on ReLU's kink (zero biases and a dead unit upstream would put it there, where the derivative
+    is one-sided and finite differences disagree with any backward pass).
+    """
+    rng = check_random_state(seed)
+    x, y = synthetic(n, sizes[0], sizes[-1], rng)
+    params = init_params(sizes, rng, init) + JITTER * rng.standard_normal(Layout(sizes).size)
+    return cls(backend, sizes, params, x, y, dtype=np.float64)
 
 
 def finite_difference(net, k=1.0, eps=DEFAULT_EPS):

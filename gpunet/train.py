@@ -9,7 +9,7 @@ import numpy as np
 from gpunet import backend as backends
 from gpunet.data import DEFAULT_SEED, check_random_state, synthetic
 from gpunet.errors import ConfigError, Diverged
-from gpunet.model import INITS, LOSSES, Layout, Network, init_params, loss_factor
+from gpunet.model import INITS, LOSSES, Network, init_params, loss_factor
 
 DTYPES = ("float32", "float64")
 
@@ -122,8 +122,7 @@ def fit(net, config, on_log=None):
     b, xp = net.backend, net.xp
     k = loss_factor(config.loss, config.n, config.d_out)
     scale = config.lr * k
-    history = xp.zeros((config.epochs, 1), net.dtype)  # SSE per epoch; one slot each
-    slots = [history[t : t + 1] for t in range(config.epochs)]
+    history = xp.zeros((config.epochs, 1), net.dtype)  # SSE per epoch; one (1, 1) slot each
     host = np.empty(config.epochs)
     losses, seen = [], 0
 
@@ -139,7 +138,7 @@ def fit(net, config, on_log=None):
     start = time.perf_counter()
     with np.errstate(all="ignore"):  # overflow is reported as Diverged at the next log point
         for t in range(config.epochs):
-            net.epoch(slots[t], scale)
+            net.epoch(history[t : t + 1], scale)
             if (t + 1) % config.log_every == 0:
                 collect(t + 1)
                 losses.append((t + 1, float(host[t])))
@@ -148,6 +147,14 @@ def fit(net, config, on_log=None):
         collect(config.epochs)
     b.synchronize()
     return losses, host, time.perf_counter() - start
+
+
+def run(net, config, on_log=None):
+    """Train `net` (from prepare) for config.epochs and return a Result."""
+    b = net.backend
+    losses, history, seconds = fit(net, config, on_log)
+    params = [(w.copy(), bias.copy()) for w, bias in net.layout.unpack(b.to_numpy(net.params))]
+    return Result(config, b.name, b.device, losses, history, params, seconds, b.versions())
 
 
 def train(config=None, backend="auto", device=0, on_log=None, **options):
@@ -169,7 +176,4 @@ def train(config=None, backend="auto", device=0, on_log=None, **options):
         raise TypeError("pass either a Config or keyword options, not both")
     if not isinstance(backend, backends.Backend):
         backend = backends.resolve(backend, device)
-    net = prepare(config, backend)
-    losses, history, seconds = fit(net, config, on_log)
-    params = [(w.copy(), b.copy()) for w, b in Layout(config.sizes).unpack(backend.to_numpy(net.params))]
-    return Result(config, backend.name, backend.device, losses, history, params, seconds, backend.versions())
+    return run(prepare(config, backend), config, on_log)

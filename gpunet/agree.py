@@ -1,0 +1,48 @@
+"""Compare training results from different backends or dtypes: the loss of every epoch and the final parameters."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Max relative difference (per tensor, over its largest magnitude) that still counts as agreement.
+# float64: different summation orders leave differences near machine precision.
+# float32: rounding differences grow over epochs to around 1e-5; a wrong gradient gives 1e-2 and up.
+TOLERANCES = {"float64": 1e-9, "float32": 2e-3}
+
+
+@dataclass
+class Row:
+    """One compared quantity: `losses`, or a parameter tensor such as `w1`."""
+
+    quantity: str
+    max_abs: float
+    max_rel: float
+    tol: float
+
+    @property
+    def ok(self):
+        return bool(self.max_rel <= self.tol)
+
+
+def difference(a, b):
+    """(max |a - b|, that over max |b|); a non-finite value counts as an infinite difference."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("inf"), float("inf")
+    d = float(np.max(np.abs(a - b))) if a.size else 0.0
+    return d, d / max(float(np.max(np.abs(b))) if b.size else 0.0, np.finfo(float).tiny)
+
+
+def compare(result, reference, tol=None):
+    """Rows comparing `result` with `reference` (two gpunet.train.Result of the same configuration).
+
+    Args:
+        tol: max relative difference; default TOLERANCES for the coarser of the two dtypes.
+    """
+    if tol is None:
+        tol = max(TOLERANCES[result.config.dtype], TOLERANCES[reference.config.dtype])
+    rows = [Row("losses", *difference(result.history, reference.history), tol)]
+    for l, ((w, b), (w_ref, b_ref)) in enumerate(zip(result.params, reference.params), 1):
+        rows.append(Row(f"w{l}", *difference(w, w_ref), tol))
+        rows.append(Row(f"b{l}", *difference(b, b_ref), tol))
+    return rows

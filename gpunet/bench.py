@@ -1,0 +1,221 @@
+"""Training throughput, measured: interleaved timed runs, the matrix-product ceiling, peak memory, the machine.
+
+A *runner* is anything with `name`, `backend`, `run() -> seconds` (one full training from the same
+start, the device synchronized before each clock read) and `final_loss()` (the last run's final loss).
+`measure` times several runners in turns, so that a noisy machine hurts them alike.
+"""
+
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+from dataclasses import asdict, replace
+
+import numpy as np
+
+from gpunet import __version__
+from gpunet.agree import TOLERANCES, compare, difference
+from gpunet.backend import cpu_name
+from gpunet.train import prepare, run
+from gpunet.workloads import matmul_flops, needed_bytes
+
+CEILING_SIZE = 4096
+
+
+class GpunetRunner:
+    """gpunet itself on one backend; data generation and transfer happen here, outside the timed region."""
+
+    name = "gpunet"
+
+    def __init__(self, config, backend):
+        self.config = replace(config, log_every=config.epochs)  # one host copy of the losses, at the end
+        self.backend = backend
+        self.net = prepare(self.config, backend)
+        self.start = backend.to_numpy(self.net.params).copy()
+        self.result = None
+
+    def run(self):
+        self.net.params[...] = self.backend.asarray(self.start)
+        self.result = run(self.net, self.config)
+        return self.result.train_seconds
+
+    def final_loss(self):
+        return self.result.final_loss
+
+    def buffer_bytes(self):
+        return self.net.workspace_bytes()
+
+
+def measure(runners, repeats=5, warmup=1, progress=None):
+    """Time each runner `warmup` times untimed, then `repeats` times, in turns; return {runner: [seconds]}."""
+    times = {r: [] for r in runners}
+    for i in range(warmup + repeats):
+        for r in runners:
+            if progress:
+                what = "warm-up" if i < warmup else f"run {i - warmup + 1}/{repeats}"
+                progress(f"{r.name} on {r.backend.name}: {what}")
+            seconds = r.run()
+            if i >= warmup:
+                times[r].append(seconds)
+    return times
+
+
+def summarize(seconds, config, ceiling=None):
+    """Median, min, max, time per epoch, GFLOP/s and percent of the ceiling for a list of run times."""
+    med = statistics.median(seconds)
+    gflops = matmul_flops(config) * config.epochs / med / 1e9
+    return {
+        "runs": len(seconds),
+        "seconds": seconds,
+        "median_s": med,
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "seconds_per_epoch": med / config.epochs,
+        "gflops": gflops,
+        "pct_of_ceiling": 100 * gflops / ceiling if ceiling else None,
+    }
+
+
+def matmul_ceiling(backend, size=CEILING_SIZE, repeats=3):
+    """The backend's float32 matrix-product rate in GFLOP/s: median of `repeats` (size x size) products."""
+    xp = backend.xp
+    rng = np.random.default_rng(0)
+    a, b = (backend.asarray(rng.standard_normal((size, size)), np.float32) for _ in range(2))
+    out = xp.empty((size, size), np.float32)
+    backend.matmul(a, b, out=out)  # warm-up: library load, workspace, clocks
+    runs = []
+    for _ in range(repeats):
+        backend.synchronize()
+        t = time.perf_counter()
+        backend.matmul(a, b, out=out)
+        backend.synchronize()
+        runs.append(time.perf_counter() - t)
+    return 2 * size**3 / statistics.median(runs) / 1e9
+
+
+def peak_training_bytes(config, backend):
+    """Peak memory while building the network's buffers and training it once, data already on the host.
+
+    On the CPU: the peak of NumPy's allocations traced by tracemalloc. On CUDA: the bytes CuPy's memory
+    pool holds afterwards (it keeps every block it was given, so that is its high-water mark).
+    """
+    config = replace(config, log_every=config.epochs)
+    if backend.name == "cuda":
+        pool = backend.xp.get_default_memory_pool()
+        pool.free_all_blocks()
+        base = pool.total_bytes()
+        net = prepare(config, backend)
+        run(net, config)
+        backend.synchronize()
+        peak = pool.total_bytes() - base
+        del net
+        pool.free_all_blocks()
+        return peak
+    from gpunet.data import check_random_state, synthetic
+    from gpunet.model import Network, init_params
+
+    rng = check_random_state(config.seed)
+    x, y = synthetic(config.n, config.d_in, config.d_out, rng)
+    params = init_params(config.sizes, rng, config.init)
+    tracemalloc.start()
+    try:
+        run(Network(backend, config.sizes, params, x, y, dtype=config.dtype), config)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def blas_info():
+    """NumPy's BLAS library and its threads, as far as NumPy and threadpoolctl (if installed) tell."""
+    info = {}
+    try:
+        deps = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info.update(name=deps.get("name"), version=deps.get("version"))
+    except Exception:  # the layout of show_config differs between NumPy versions
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        if pools:
+            info.update(library=pools[0].get("internal_api"), threads=pools[0].get("num_threads"))
+    except ImportError:
+        info["threads"] = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
+    return info
+
+
+def machine_info(backends):
+    """The machine and library versions, for the record beside the figures."""
+    info = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "gpunet": __version__,
+        "blas": blas_info(),
+    }
+    for b in backends:
+        if b.name == "cuda":
+            cp = b.xp
+            props = cp.cuda.runtime.getDeviceProperties(b.index)
+            info["gpu"] = {
+                "name": b.device,
+                "memory_bytes": int(props["totalGlobalMem"]),
+                "driver": cp.cuda.runtime.driverGetVersion(),
+                "runtime": cp.cuda.runtime.runtimeGetVersion(),
+                "cupy": cp.__version__,
+            }
+    return info
+
+
+def bench(workloads, backends, repeats=5, extra_runners=None, progress=None):
+    """Benchmark gpunet (and any extra runners) on the named workloads and backends.
+
+    Args:
+        workloads: {name: Config}.
+        backends: resolved gpunet Backends.
+        extra_runners: optional callable(config, backend) -> runners (the peers), timed in turns with gpunet.
+        progress: optional callable(message) for long runs.
+
+    Returns:
+        A JSON-ready dict: `machine`, `ceilings_gflops` per backend, `records` (one per workload, backend
+        and system) and `agreement` (gpunet across backends as in `gpunet check`; each peer's final loss
+        against gpunet's on the same backend).
+    """
+    say = progress or (lambda message: None)
+    ceilings = {}
+    for b in backends:
+        say(f"matrix-product ceiling on {b.name}")
+        ceilings[b.name] = matmul_ceiling(b)
+    records, agreement = [], []
+    for wname, config in workloads.items():
+        results = {}
+        for b in backends:
+            ours = GpunetRunner(config, b)
+            runners = [ours, *(extra_runners(config, b) if extra_runners else [])]
+            times = measure(runners, repeats, progress=lambda m, w=wname: say(f"{w}: {m}"))
+            results[b.name] = ours.result
+            for r in runners:
+                rec = {"workload": wname, "system": r.name, "backend": b.name, "device": b.device,
+                       "config": asdict(config), **summarize(times[r], config, ceilings[b.name]),
+                       "final_loss": r.final_loss(), **getattr(r, "extra", {})}
+                if r is ours:
+                    say(f"{wname}: gpunet on {b.name}: peak memory")
+                    rec.update(peak_bytes=peak_training_bytes(config, b), buffer_bytes=ours.buffer_bytes(),
+                               needed_bytes=needed_bytes(config))
+                else:
+                    d, rel = difference([r.final_loss()], [ours.final_loss()])
+                    tol = TOLERANCES[config.dtype]
+                    agreement.append({"workload": wname, "a": f"{r.name}/{b.name}", "b": f"gpunet/{b.name}",
+                                      "quantity": "final_loss", "max_abs": d, "max_rel": rel, "tol": tol,
+                                      "ok": rel <= tol})
+                records.append(rec)
+        names = list(results)
+        for other in names[1:]:
+            for row in compare(results[other], results[names[0]]):
+                agreement.append({"workload": wname, "a": f"gpunet/{other}", "b": f"gpunet/{names[0]}",
+                                  **asdict(row), "ok": row.ok})
+    return {"machine": machine_info(backends), "ceilings_gflops": ceilings, "records": records,
+            "agreement": agreement}
