@@ -6,8 +6,9 @@ import numpy as np
 
 # Max relative difference (per tensor, over its largest magnitude) that still counts as agreement.
 # float64: different summation orders leave differences near machine precision.
-# float32: rounding differences grow over epochs to around 1e-5; a wrong gradient gives 1e-2 and up.
-TOLERANCES = {"float64": 1e-9, "float32": 2e-3}
+# float32: rounding differences grow over epochs (up to 7e-4 seen, on small biases); a wrong gradient
+# (a dropped ReLU mask) gives 2e-2 and up.
+TOLERANCES = {"float64": 1e-9, "float32": 5e-3}
 
 
 @dataclass

@@ -2,15 +2,19 @@
 
 import json
 import sys
+from dataclasses import replace
 
 import click
 
-from gpunet import __version__
-from gpunet import backend as backends
+from gpunet import __version__, gradcheck
+from gpunet import backend as shim
 from gpunet.data import DEFAULT_SEED
+from gpunet.agree import compare
 from gpunet.errors import GpunetError
 from gpunet.model import INITS, LOSSES
 from gpunet.train import DTYPES, Config, train
+from gpunet.workloads import WORKLOADS
+from gpunet.workloads import workload as workload_config
 
 
 class OneLineErrors(click.Group):
@@ -52,9 +56,9 @@ def backend_options(f):
     )(f)
     return click.option(
         "--backend",
-        default=backends.default_backend,
+        default=shim.default_backend,
         show_default="$GPUNET_BACKEND, else auto",
-        type=click.Choice(backends.BACKENDS, case_sensitive=False),
+        type=click.Choice(shim.BACKENDS, case_sensitive=False),
         help="Where to run: cpu (NumPy), cuda (CuPy), or auto (CUDA when usable, else the CPU).",
     )(f)
 
@@ -113,7 +117,7 @@ def split_config(options):
 
 def use_backend(name, device, quiet=False):
     """Resolve the backend; say on stderr what `auto` chose and why."""
-    b = backends.resolve(name, device)
+    b = shim.resolve(name, device)
     if b.note and not quiet:
         click.echo(b.note, err=True)
     return b
@@ -160,3 +164,202 @@ def train_cmd(backend, device, as_json, quiet, **options):
         f"{config.epochs} epochs in {format_seconds(result.train_seconds)} "
         f"({format_seconds(result.seconds_per_epoch)} per epoch), final loss {result.final_loss:.7g}"
     )
+
+
+def explicit_options(ctx, options):
+    """The options the user gave on the command line (not their defaults)."""
+    return {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+
+
+def split_list(value):
+    return [v.strip().lower() for v in value.split(",") if v.strip()]
+
+
+def format_rows(header, rows):
+    """A plain left-aligned text table."""
+    rows = [header, *rows]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def describe(config):
+    hidden = ",".join(map(str, config.hidden))
+    return (f"n={config.n} d_in={config.d_in} hidden={hidden} d_out={config.d_out}, {config.epochs} epochs, "
+            f"lr {config.lr:g}, {config.loss}, {config.init} init, {config.dtype}, seed {config.seed}")
+
+
+@cli.command("check")
+@network_options
+@click.option("--workload", default=None, help="Start from a named workload (seed, medium, large); options given override it.")
+@click.option("--backends", default="cpu,cuda", show_default=True, help="Comma-separated backends to train and compare.")
+@click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")
+@click.option("--reference", is_flag=True, help="Also compare each backend with a float64 NumPy run.")
+@click.pass_context
+def check_cmd(ctx, workload, backends, device, reference, **options):
+    """Train one configuration on several backends from the same start and compare them.
+
+    Compares the loss of every epoch and every final parameter tensor, as the max absolute and
+    max relative difference (relative to the tensor's largest magnitude), against a tolerance for
+    the dtype: float64 1e-9 (summation order only), float32 5e-3 (rounding grows over epochs; a
+    wrong gradient gives 1e-2 and more). Exit code 0 when all agree, 1 when any does not, 2 when a
+    backend cannot be used.
+    """
+    given = explicit_options(ctx, options)
+    config = workload_config(workload, **given) if workload else split_config(options)[0]
+    names = split_list(backends)
+    if len(names) < 2 and not reference:
+        raise click.UsageError("nothing to compare: give two or more --backends, or --reference")
+    resolved = [shim.resolve(n, device) for n in names]  # every backend usable before any training
+    click.echo(f"Checking {describe(config)}")
+    results = {b.name: train(config, backend=b) for b in resolved}
+    pairs = [(f"{n} vs {names[0]}", results[n], results[names[0]]) for n in names[1:]]
+    if reference:
+        ref = train(replace(config, dtype="float64"), backend="cpu")
+        pairs += [(f"{n} vs float64 reference", results[n], ref) for n in names]
+    table, failed = [], 0
+    for label, a, b in pairs:
+        for row in compare(a, b):
+            failed += not row.ok
+            table.append((label, row.quantity, f"{row.max_abs:.3g}", f"{row.max_rel:.3g}", f"{row.tol:.0e}",
+                          "PASS" if row.ok else "FAIL"))
+    click.echo(format_rows(("compared", "quantity", "max abs diff", "max rel diff", "tolerance", "result"), table))
+    if failed:
+        click.echo(f"FAIL: {failed} of {len(table)} comparisons above tolerance")
+        ctx.exit(1)
+    click.echo(f"PASS: all {len(table)} comparisons within tolerance")
+
+
+@cli.command("gradcheck")
+@backend_options
+@click.option("--n", default=8, show_default=True, type=int, help="Number of observations.")
+@click.option("--d-in", default=3, show_default=True, type=int, help="Number of input features.")
+@click.option("--hidden", default="32", show_default=True, callback=parse_hidden, help="Hidden layer widths, comma-separated.")
+@click.option("--d-out", default=1, show_default=True, type=int, help="Number of outputs.")
+@click.option("--loss", default="sse", show_default=True, type=click.Choice(LOSSES), help="Loss function.")
+@click.option("--init", default="he", show_default=True, type=click.Choice(INITS), help="Initialisation.")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int, help="Seed for the data and parameters.")
+@click.option("--eps", default=gradcheck.DEFAULT_EPS, show_default=True, type=float, help="Finite-difference step.")
+@click.option("--tol", default=gradcheck.DEFAULT_TOL, show_default=True, type=float, help="Largest relative error that passes.")
+@click.pass_context
+def gradcheck_cmd(ctx, backend, device, n, d_in, hidden, d_out, loss, init, seed, eps, tol):
+    """Check the hand-written backward pass against central finite differences, in float64.
+
+    Uses the training code's own forward and backward passes, at a generic point (the initial
+    parameters plus noise of standard deviation 0.1, so that no unit sits on ReLU's kink). Prints the max
+    relative error per weight and bias tensor; exit code 1 when any is above --tol.
+    """
+    Config(n=n, d_in=d_in, hidden=hidden, d_out=d_out, loss=loss, init=init)  # validates the sizes
+    b = use_backend(backend, device)
+    net = gradcheck.generic_network(b, [d_in, *hidden, d_out], n=n, seed=seed, init=init)
+    click.echo(f"Gradient check on {b.name}: n={n} sizes={[d_in, *hidden, d_out]} {loss}, float64, eps {eps:g}")
+    rows = gradcheck.gradcheck(net, loss, eps)
+    shapes = [s for w, bias in net.layout.unpack(net.params) for s in (w.shape, bias.shape)]
+    table = [(name, "x".join(map(str, shape)), f"{err:.2e}", "PASS" if err <= tol else "FAIL")
+             for (name, err), shape in zip(rows, shapes)]
+    click.echo(format_rows(("tensor", "shape", "max rel error", "result"), table))
+    worst = max(err for _, err in rows)
+    if worst > tol:
+        click.echo(f"FAIL: max relative error {worst:.2e} is above {tol:g}")
+        ctx.exit(1)
+    click.echo(f"PASS: max relative error {worst:.2e} (tolerance {tol:g})")
+
+
+def resolve_backend_list(value, device):
+    """'cpu,cuda' -> Backends; 'all' -> the CPU, plus CUDA when it is usable (said on stderr when it is not)."""
+    names = split_list(value)
+    if names == ["all"]:
+        try:
+            return [shim.resolve("cpu"), shim.resolve("cuda", device)]
+        except GpunetError as e:
+            click.echo(f"bench: CPU only ({str(e).split(';')[0]})", err=True)
+            return [shim.resolve("cpu")]
+    return [shim.resolve(n, device) for n in names]
+
+
+def write_json_atomic(path, obj):
+    """Write JSON to `path` through a temporary file in the same folder, so no half-written file is left."""
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".gpunet-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def bench_table(report):
+    """The human-readable lines of a bench report."""
+    rows = []
+    for r in report["records"]:
+        pct = f"{r['pct_of_ceiling']:.0f}%" if r.get("pct_of_ceiling") is not None else "-"
+        mem = f"{r['peak_bytes'] / r['needed_bytes']:.2f}x of {r['needed_bytes'] / 2**20:.3g} MiB" if "peak_bytes" in r else "-"
+        rows.append((r["workload"], r["system"], r["backend"], format_seconds(r["median_s"]),
+                     f"{format_seconds(r['min_s'])}..{format_seconds(r['max_s'])}",
+                     format_seconds(r["seconds_per_epoch"]), f"{r['gflops']:.3g}", pct, mem, f"{r['final_loss']:.7g}"))
+    lines = [format_rows(("workload", "system", "backend", "median", "min..max", "per epoch", "GFLOP/s", "of ceiling",
+                          "peak memory / needed", "final loss"), rows)]
+    lines.append("matrix-product ceiling (float32): " + ", ".join(
+        f"{k} {v:.1f} GFLOP/s" for k, v in report["ceilings_gflops"].items()))
+    for a in report["agreement"]:
+        if not a["ok"]:
+            lines.append(f"DISAGREE: {a['workload']} {a['a']} vs {a['b']} {a['quantity']}: "
+                         f"max rel diff {a['max_rel']:.3g} > {a['tol']:g}")
+    if report["agreement"] and all(a["ok"] for a in report["agreement"]):
+        lines.append(f"agreement: all {len(report['agreement'])} comparisons within tolerance")
+    return "\n".join(lines)
+
+
+def stderr_progress():
+    """A progress callback that writes to stderr when it is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda message: click.echo(f"\r\033[K{message}", err=True, nl=False)
+
+
+@cli.command("bench")
+@network_options
+@click.option("--workload", "workloads", default="seed,medium,large", show_default=True,
+              help="Comma-separated workloads: seed, medium, large, custom (custom: the tutorial changed by the options).")
+@click.option("--backend", "backend_list", default="all", show_default=True,
+              help="Comma-separated backends, or all (the CPU, plus CUDA when usable).")
+@click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1), help="Timed runs per workload and backend.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write every figure to this JSON file.")
+@click.pass_context
+def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, **options):
+    """Measure training throughput per workload and backend.
+
+    Workloads (float32 unless --dtype says otherwise): seed (the tutorial: n=100, 3-32-1, 200 epochs),
+    medium (n=8192, 256-1024-16, 20 epochs), large (n=4096, 1024-4096-1024, 3 epochs). Network options
+    given on the command line change every selected workload.
+
+    Each workload runs once untimed, then --repeats times, the device synchronized before each clock
+    read; data generation and transfer are outside the timed region. Reports the median, min and max,
+    time per epoch, GFLOP/s of the matrix products and their share of the backend's float32
+    matrix-product ceiling (measured in the same run), and peak memory beside the bytes the math needs.
+    Where two backends ran a workload, their results are compared as in `gpunet check`.
+    """
+    from gpunet.bench import bench
+
+    given = explicit_options(ctx, options)
+    names = split_list(workloads)
+    chosen = {}
+    for name in names:
+        chosen[name] = replace(Config(), **given) if name == "custom" else workload_config(name, **given)
+    resolved = resolve_backend_list(backend_list, device)
+    report = bench(chosen, resolved, repeats=repeats, progress=stderr_progress())
+    if sys.stderr.isatty():
+        click.echo("\r\033[K", err=True, nl=False)
+    if json_path:
+        write_json_atomic(json_path, report)
+    click.echo(bench_table(report))
+    if not all(a["ok"] for a in report["agreement"]):
+        ctx.exit(1)
