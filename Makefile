@@ -5,13 +5,23 @@ VENV ?= .venv
 TEST_EXTRAS ?= dev
 BIN := $(VENV)/bin
 
-.PHONY: train test clean
+# The bench's PyTorch: pinned, so that pip takes this release rather than the newest CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: train test bench gpu-check clean
 
 train: $(VENV)/.installed
 	$(BIN)/gpunet train --backend auto
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py
+
+# For a machine with a GPU whose python3 has the dependencies already: installs nothing.
+gpu-check:
+	PYTHON=$(PYTHON) bash bench/gpu-check.sh
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +32,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(TEST_EXTRAS)]'
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check '$(TORCH)'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	touch $@ $(VENV)/.installed
 
 clean:

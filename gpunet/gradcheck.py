@@ -10,7 +10,7 @@ DEFAULT_TOL = 1e-6
 JITTER = 0.1
 
 
-def generic_network(backend, sizes, n=8, seed=0, init="he", cls=Network):
+def generic_network(backend, sizes, n=8, seed=0, init="he"):
     """A float64 network on synthetic data at a generic point of its parameters.
 
     The initial parameters get N(0, JITTER^2) noise, biases included, so that no unit sits exactly
@@ -20,7 +20,7 @@ def generic_network(backend, sizes, n=8, seed=0, init="he", cls=Network):
     rng = check_random_state(seed)
     x, y = synthetic(n, sizes[0], sizes[-1], rng)
     params = init_params(sizes, rng, init) + JITTER * rng.standard_normal(Layout(sizes).size)
-    return cls(backend, sizes, params, x, y, dtype=np.float64)
+    return Network(backend, sizes, params, x, y, dtype=np.float64)
 
 
 def finite_difference(net, k=1.0, eps=DEFAULT_EPS):

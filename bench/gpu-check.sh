@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GPU check (make gpu-check): for a machine with a CUDA GPU whose python3 already has gpunet's
+# dependencies (numpy, click, pytest, cupy; torch and jax for the peers). Installs nothing, runs gpunet
+# from this source tree, and finishes within about 5 minutes. Everything it prints also goes under
+# $OUT (default bench/results/gpu-check-<date>): the GPU tests, `gpunet check` on every workload
+# (CPU vs CUDA, and each against a float64 reference), and the benchmark with the peers on CUDA.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/results/gpu-check-$(date +%F)}
+PY=${PYTHON:-python3}
+export PYTHONPATH=.
+mkdir -p "$OUT"
+status=0
+step() {  # step NAME COMMAND...: run, keep its output in $OUT/NAME.txt, remember a failure
+    local name=$1
+    shift
+    echo "== $name: $*"
+    "$@" 2>&1 | tee "$OUT/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { echo "== $name failed with exit code $rc"; status=1; }
+}
+step nvidia-smi nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+step pytest "$PY" -m pytest -q -p no:cacheprovider tests
+for w in seed medium large; do
+    step "check-$w" "$PY" -m gpunet check --workload "$w" --backends cpu,cuda --reference
+done
+step bench "$PY" bench/run.py --backend cpu,cuda --peers-on cuda --repeats 5 --out "$OUT"
+echo "== results in $OUT"
+exit $status
