@@ -34,6 +34,12 @@ class Backend:
     device: str
     index: int | None = None
     note: str = field(default="", compare=False)
+    # matmul(a, b, out=o): o[...] = a @ b, `o` C-contiguous of the exact dtype and shape. NumPy's dot is
+    # its cheapest call for this (PERF-NOTES); CuPy's matmul writes in place. Chosen once, not per call.
+    matmul: object = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "matmul", self.xp.matmul if self.name == "cuda" else np.dot)
 
     def asarray(self, a, dtype=None):
         """Move a host array to this backend (a copy only where needed), as C-contiguous `dtype`."""
@@ -47,13 +53,6 @@ class Backend:
         """Wait until the device has finished all queued work (a no-op on the CPU)."""
         if self.name == "cuda":
             self.xp.cuda.get_current_stream().synchronize()
-
-    def matmul(self, a, b, out):
-        """out[...] = a @ b; `out` must be C-contiguous of the result's exact dtype and shape."""
-        # np.dot is the cheapest NumPy call for this (PERF-NOTES); CuPy's matmul writes in place.
-        if self.name == "cuda":
-            return self.xp.matmul(a, b, out=out)
-        return np.dot(a, b, out=out)
 
     def versions(self):
         """Library versions that matter for this backend's numbers."""

@@ -104,6 +104,11 @@ class Network:
         # the residual as a row and a column: their product is the sum of squared errors
         self._r_row = self.g[-1].reshape(1, -1)
         self._r_col = self.g[-1].reshape(-1, 1)
+        # Each pass's views per layer, made once: a view made per call costs a Python object each time.
+        masks = [*self.mask, None]  # the output layer has no ReLU
+        self._forward_layers = [(blk.T, a, z, m) for blk, a, z, m in zip(self.blocks, self.a, self.z, masks)]
+        below = [(None, None, None)] + [(w, g, m) for w, g, m in zip(self.weights[1:], self.g, self.mask)]
+        self._backward_layers = list(zip(self.a, self.g, [g.T for g in self.g], self.grad_blocks, below))[::-1]
 
     @property
     def n(self):
@@ -122,13 +127,13 @@ class Network:
 
     def forward(self):
         """Fill the activations and ReLU masks for the current batch; return y_pred (d_out, n)."""
-        xp, mm, last = self.xp, self.backend.matmul, len(self.z) - 1
-        for l, (a, blk, z) in enumerate(zip(self.a, self.blocks, self.z)):
-            mm(blk.T, a, out=z)  # z = w.T a + b, the bias through the row of ones
-            if l < last:
-                xp.greater(z, self._zero, out=self.mask[l])
-                xp.multiply(z, self.mask[l], out=z)  # relu(z) in place: the next layer's input
-        return self.z[-1]
+        mm, greater, multiply, zero = self.backend.matmul, self.xp.greater, self.xp.multiply, self._zero
+        for w_t, a, z, mask in self._forward_layers:
+            mm(w_t, a, out=z)  # z = w.T a + b, the bias through the row of ones
+            if mask is not None:
+                greater(z, zero, out=mask)
+                multiply(z, mask, out=z)  # relu(z) in place: the next layer's input
+        return z
 
     def sse(self, out):
         """Write the sum of squared errors into `out` (a (1, 1) array); the residual stays in g[-1]."""
@@ -138,13 +143,13 @@ class Network:
 
     def backward(self, scale):
         """grads = scale * dSSE/dparams, from the residual that sse() left in g[-1]."""
-        xp, mm, g = self.xp, self.backend.matmul, self.g
-        xp.multiply(g[-1], 2 * scale, out=g[-1])  # dSSE/dy_pred = 2 * (y_pred - y)
-        for l in range(len(g) - 1, -1, -1):
-            mm(self.a[l], g[l].T, out=self.grad_blocks[l])  # dL/dw and, via the row of ones, dL/db
-            if l > 0:
-                mm(self.weights[l], g[l], out=g[l - 1])  # dL/da[l], the previous layer's activation
-                xp.multiply(g[l - 1], self.mask[l - 1], out=g[l - 1])  # through the ReLU: zero where z <= 0
+        mm, multiply = self.backend.matmul, self.xp.multiply
+        multiply(self.g[-1], 2 * scale, out=self.g[-1])  # dSSE/dy_pred = 2 * (y_pred - y)
+        for a, g, g_t, grad, (w, g_below, mask_below) in self._backward_layers:
+            mm(a, g_t, out=grad)  # dL/dw and, via the row of ones, dL/db
+            if w is not None:
+                mm(w, g, out=g_below)  # dL/d(the layer's input), the activation of the layer below
+                multiply(g_below, mask_below, out=g_below)  # through its ReLU: zero where z <= 0
         return self.grads
 
     def step(self):
