@@ -17,7 +17,7 @@ import numpy as np
 from gpunet import __version__
 from gpunet.agree import TOLERANCES, compare, difference
 from gpunet.backend import cpu_name
-from gpunet.train import prepare, run
+from gpunet.train import fit, prepare, run
 from gpunet.workloads import matmul_flops, needed_bytes
 
 CEILING_SIZE = 4096
@@ -95,7 +95,8 @@ def matmul_ceiling(backend, size=CEILING_SIZE, repeats=3):
 
 
 def peak_training_bytes(config, backend):
-    """Peak memory while building the network's buffers and training it once, data already on the host.
+    """Peak memory while building the network's buffers and training it once, data already on the host
+    (the copy of the final parameters handed back afterwards is not counted).
 
     On the CPU: the peak of NumPy's allocations traced by tracemalloc. On CUDA: the bytes CuPy's memory
     pool holds afterwards (it keeps every block it was given, so that is its high-water mark).
@@ -106,7 +107,7 @@ def peak_training_bytes(config, backend):
         pool.free_all_blocks()
         base = pool.total_bytes()
         net = prepare(config, backend)
-        run(net, config)
+        fit(net, config)
         backend.synchronize()
         peak = pool.total_bytes() - base
         del net
@@ -120,7 +121,7 @@ def peak_training_bytes(config, backend):
     params = init_params(config.sizes, rng, config.init)
     tracemalloc.start()
     try:
-        run(Network(backend, config.sizes, params, x, y, dtype=config.dtype), config)
+        fit(Network(backend, config.sizes, params, x, y, dtype=config.dtype), config)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
