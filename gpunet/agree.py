@@ -1,4 +1,5 @@
-"""Compare training results from different backends or dtypes: the loss of every epoch and the final parameters."""
+"""Compare training results from different backends or dtypes: the losses at the log points, the final
+loss and the final parameters."""
 
 from dataclasses import dataclass
 
@@ -42,7 +43,10 @@ def compare(result, reference, tol=None):
     """
     if tol is None:
         tol = max(TOLERANCES[result.config.dtype], TOLERANCES[reference.config.dtype])
-    rows = [Row("losses", *difference(result.history, reference.history), tol)]
+    def losses(r):
+        return [loss for _, loss in r.losses] + [r.final_loss]
+
+    rows = [Row("losses", *difference(losses(result), losses(reference)), tol)]
     for l, ((w, b), (w_ref, b_ref)) in enumerate(zip(result.params, reference.params), 1):
         rows.append(Row(f"w{l}", *difference(w, w_ref), tol))
         rows.append(Row(f"b{l}", *difference(b, b_ref), tol))

@@ -5,6 +5,7 @@ start, the device synchronized before each clock read) and `final_loss()` (the l
 `measure` times several runners in turns, so that a noisy machine hurts them alike.
 """
 
+import math
 import os
 import platform
 import statistics
@@ -47,17 +48,27 @@ class GpunetRunner:
         return self.net.workspace_bytes()
 
 
-def measure(runners, repeats=5, warmup=1, progress=None):
-    """Time each runner `warmup` times untimed, then `repeats` times, in turns; return {runner: [seconds]}."""
+def measure(runners, repeats=5, warmup=1, progress=None, settle=0.2, min_seconds=1.0):
+    """Time runners in turns; return {runner: [seconds of each timed run]}.
+
+    Each runner runs `warmup` times untimed, then `repeats` rounds. In a round each runner in turn
+    rests `settle` seconds (so that the threads a library leaves spinning after its last call have
+    gone idle) and then runs enough times back to back for `min_seconds` over all rounds: short
+    trainings get many runs, so their median is not one burst of a noisy machine.
+    """
+    say = progress or (lambda message: None)
+    per_round = {}
+    for r in runners:
+        for i in range(warmup):
+            say(f"{r.name} on {r.backend.name}: warm-up")
+            first = r.run()
+        per_round[r] = max(1, min(100, math.ceil(min_seconds / repeats / max(first, 1e-9)))) if warmup else 1
     times = {r: [] for r in runners}
-    for i in range(warmup + repeats):
+    for i in range(repeats):
         for r in runners:
-            if progress:
-                what = "warm-up" if i < warmup else f"run {i - warmup + 1}/{repeats}"
-                progress(f"{r.name} on {r.backend.name}: {what}")
-            seconds = r.run()
-            if i >= warmup:
-                times[r].append(seconds)
+            say(f"{r.name} on {r.backend.name}: round {i + 1}/{repeats}")
+            time.sleep(settle)
+            times[r].extend(r.run() for _ in range(per_round[r]))
     return times
 
 

@@ -26,16 +26,13 @@ class Diverged(GpunetError):
     """Training produced a non-finite loss.
 
     Attributes:
-        epoch: the first epoch whose loss was not finite.
-        losses: the finite (epoch, loss) log points seen before it.
+        epoch: the log point (or last epoch) where the non-finite loss was seen.
+        loss: that loss (nan or inf).
+        losses: the finite (epoch, loss) log points before it.
     """
 
     exit_code = 3
 
-    def __init__(self, epoch, losses):
-        self.epoch = epoch
-        self.losses = losses
-        super().__init__(
-            f"the loss became non-finite at epoch {epoch}; "
-            "training diverged: try a smaller --lr"
-        )
+    def __init__(self, epoch, loss, losses):
+        self.epoch, self.loss, self.losses = epoch, loss, losses
+        super().__init__(f"training diverged: the loss at epoch {epoch} is {loss}; try a smaller --lr")

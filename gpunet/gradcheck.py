@@ -29,7 +29,7 @@ def finite_difference(net, k=1.0, eps=DEFAULT_EPS):
 
     def loss():
         net.forward()
-        net.sse(out)
+        net.residual(out)
         return k * float(net.backend.to_numpy(out)[0, 0])
 
     grad = np.empty(net.layout.size)

@@ -135,14 +135,15 @@ class Network:
                 multiply(z, mask, out=z)  # relu(z) in place: the next layer's input
         return z
 
-    def sse(self, out):
-        """Write the sum of squared errors into `out` (a (1, 1) array); the residual stays in g[-1]."""
+    def residual(self, sse_out=None):
+        """g[-1] = y_pred - y; with `sse_out` (a (1, 1) array), also the sum of squared errors into it."""
         r = self.xp.subtract(self.z[-1], self.y, out=self.g[-1])
-        self.backend.matmul(self._r_row, self._r_col, out=out)
+        if sse_out is not None:
+            self.backend.matmul(self._r_row, self._r_col, out=sse_out)
         return r
 
     def backward(self, scale):
-        """grads = scale * dSSE/dparams, from the residual that sse() left in g[-1]."""
+        """grads = scale * dSSE/dparams, from the residual that residual() left in g[-1]."""
         mm, multiply = self.backend.matmul, self.xp.multiply
         multiply(self.g[-1], 2 * scale, out=self.g[-1])  # dSSE/dy_pred = 2 * (y_pred - y)
         for a, g, g_t, grad, (w, g_below, mask_below) in self._backward_layers:
@@ -156,10 +157,10 @@ class Network:
         """params -= grads: one operation over the flat buffer (the learning rate is already in grads)."""
         self.xp.subtract(self.params, self.grads, out=self.params)
 
-    def epoch(self, loss_out, scale):
-        """One full-batch gradient-descent step; the SSE before the step goes to `loss_out`."""
+    def epoch(self, scale, sse_out=None):
+        """One full-batch gradient-descent step; with `sse_out`, the SSE before the step goes there."""
         self.forward()
-        self.sse(loss_out)
+        self.residual(sse_out)
         self.backward(scale)
         self.step()
 
@@ -167,6 +168,6 @@ class Network:
         """(loss, dloss/dparams) on the host for loss = k * SSE, at the current parameters."""
         out = self.xp.empty((1, 1), self.dtype)
         self.forward()
-        self.sse(out)
+        self.residual(out)
         self.backward(k)
         return k * float(self.backend.to_numpy(out)[0, 0]), self.backend.to_numpy(self.grads).copy()

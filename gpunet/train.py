@@ -65,8 +65,9 @@ class Result:
     Attributes:
         config: the Config that was trained.
         backend, device: where it ran.
-        losses: [(epoch, loss)] at the log points.
-        history: the loss at every epoch (before that epoch's update), shape (epochs,).
+        losses: [(epoch, loss)] at the log points (every config.log_every epochs); each is the loss
+            before that epoch's update, as the tutorial prints it.
+        final_loss: the loss of the last epoch, before its update.
         params: [(w, b)] per layer, w of shape (fan_in, fan_out), b of shape (fan_out,).
         train_seconds: the training loop only, the device synchronized; data and transfer excluded.
     """
@@ -75,14 +76,10 @@ class Result:
     backend: str
     device: str
     losses: list
-    history: np.ndarray
+    final_loss: float
     params: list
     train_seconds: float
     versions: dict = field(default_factory=dict)
-
-    @property
-    def final_loss(self):
-        return float(self.history[-1])
 
     @property
     def seconds_per_epoch(self):
@@ -111,50 +108,46 @@ def prepare(config, backend):
 
 
 def fit(net, config, on_log=None):
-    """Run config.epochs full-batch steps on `net`; return (losses at log points, per-epoch history, seconds).
+    """Run config.epochs full-batch steps on `net`; return (losses at the log points, final loss, seconds).
 
-    Losses stay on the device until a log point, where they are copied to the host, checked to be
-    finite and handed to `on_log(epoch, loss)`.
+    The loss is reduced only where it is reported: at each log point and at the last epoch. There it
+    is copied to the host (the only device sync in the loop), checked to be finite, and handed to
+    `on_log(epoch, loss)` at the log points.
 
     Raises:
-        Diverged: a loss was not finite (seen at the first log point after it).
+        Diverged: a loss was not finite at a log point or at the end.
     """
     b, xp = net.backend, net.xp
     k = loss_factor(config.loss, config.n, config.d_out)
-    scale = config.lr * k
-    history = xp.zeros((config.epochs, 1), net.dtype)  # SSE per epoch; one (1, 1) slot each
-    host = np.empty(config.epochs)
-    losses, seen = [], 0
-
-    def collect(upto):
-        nonlocal seen
-        host[seen:upto] = k * b.to_numpy(history[seen:upto, 0])
-        bad = np.flatnonzero(~np.isfinite(host[seen:upto]))
-        if bad.size:
-            raise Diverged(seen + int(bad[0]) + 1, losses)
-        seen = upto
+    scale, every, last = config.lr * k, config.log_every, config.epochs
+    sse = xp.zeros((1, 1), net.dtype)
+    losses, loss = [], math.nan
 
     b.synchronize()
     start = time.perf_counter()
-    with np.errstate(all="ignore"):  # overflow is reported as Diverged at the next log point
-        for t in range(config.epochs):
-            net.epoch(history[t : t + 1], scale)
-            if (t + 1) % config.log_every == 0:
-                collect(t + 1)
-                losses.append((t + 1, float(host[t])))
+    with np.errstate(all="ignore"):  # overflow shows as a non-finite loss at the next log point
+        for t in range(1, last + 1):
+            if t % every and t != last:
+                net.epoch(scale)
+                continue
+            net.epoch(scale, sse)
+            loss = k * float(b.to_numpy(sse)[0, 0])
+            if not math.isfinite(loss):
+                raise Diverged(t, loss, losses)
+            if t % every == 0:
+                losses.append((t, loss))
                 if on_log is not None:
-                    on_log(t + 1, float(host[t]))
-        collect(config.epochs)
+                    on_log(t, loss)
     b.synchronize()
-    return losses, host, time.perf_counter() - start
+    return losses, loss, time.perf_counter() - start
 
 
 def run(net, config, on_log=None):
     """Train `net` (from prepare) for config.epochs and return a Result."""
     b = net.backend
-    losses, history, seconds = fit(net, config, on_log)
+    losses, final_loss, seconds = fit(net, config, on_log)
     params = [(w.copy(), bias.copy()) for w, bias in net.layout.unpack(b.to_numpy(net.params))]
-    return Result(config, b.name, b.device, losses, history, params, seconds, b.versions())
+    return Result(config, b.name, b.device, losses, final_loss, params, seconds, b.versions())
 
 
 def train(config=None, backend="auto", device=0, on_log=None, **options):

@@ -78,7 +78,7 @@ def test_buffers_are_the_minimum_the_math_needs_plus_the_ones_rows():
 
 def test_bench_runner_restarts_from_the_same_point_each_run():
     runner = GpunetRunner(WORKLOADS["seed"], shim.resolve("cpu"))
-    times = measure([runner], repeats=2)[runner]
+    times = measure([runner], repeats=2, settle=0, min_seconds=0)[runner]
     assert len(times) == 2 and all(t > 0 for t in times)
     assert runner.final_loss() == train(backend="cpu").final_loss
 
@@ -101,7 +101,7 @@ def test_bench_command_writes_json_with_every_figure(tmp_path):
     for key in ("median_s", "min_s", "max_s", "seconds_per_epoch", "gflops", "pct_of_ceiling", "peak_bytes",
                 "buffer_bytes", "needed_bytes", "final_loss"):
         assert rec[key] > 0, key
-    assert rec["min_s"] <= rec["median_s"] <= rec["max_s"] and len(rec["seconds"]) == 2
+    assert rec["min_s"] <= rec["median_s"] <= rec["max_s"] and len(rec["seconds"]) == rec["runs"] >= 2
     assert "seed" in r.stdout and "GFLOP/s" in r.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary file left behind
 

@@ -19,19 +19,24 @@ def tutorial_start(config, dtype):
 
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 2e-4)])
 def test_matches_the_tutorial_transliteration(backend, dtype, rtol):
-    config = Config(dtype=dtype)
+    config = Config(dtype=dtype, log_every=1)  # the loss of every epoch
     ref_losses, ref_params = tutorial(*tutorial_start(config, dtype), learning_rate=config.lr, epochs=config.epochs)
     result = train(config, backend=backend)
-    np.testing.assert_allclose(result.history, ref_losses, rtol=rtol)
+    assert [e for e, _ in result.losses] == list(range(1, 201))
+    np.testing.assert_allclose([l for _, l in result.losses], ref_losses, rtol=rtol)
+    assert result.final_loss == result.losses[-1][1]
     (w1, b1), (w2, b2) = result.params
     for got, want in zip((w1, b1, w2, b2), ref_params):
         np.testing.assert_allclose(got, np.reshape(want, got.shape), rtol=rtol, atol=rtol * np.abs(want).max())
 
 
 def test_log_points_are_the_tutorials(backend):
+    every = train(backend=backend, log_every=1)
     result = train(backend=backend)
     assert [e for e, _ in result.losses] == list(range(10, 201, 10))
-    assert [l for _, l in result.losses] == [float(result.history[e - 1]) for e in range(10, 201, 10)]
+    assert result.losses == [(e, l) for e, l in every.losses if e % 10 == 0]
+    odd = train(backend=backend, epochs=25)  # the final loss is kept even off the log points
+    assert [e for e, _ in odd.losses] == [10, 20] and odd.final_loss == every.losses[24][1]
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -43,8 +48,8 @@ def test_loss_falls_at_every_log_point(backend, seed):
 
 def test_same_seed_same_losses_other_seed_other_losses(backend):
     a, b, c = train(backend=backend, seed=7), train(backend=backend, seed=7), train(backend=backend, seed=8)
-    assert np.array_equal(a.history, b.history)
-    assert not np.array_equal(a.history, c.history)
+    assert a.losses == b.losses and a.final_loss == b.final_loss
+    assert a.losses != c.losses
 
 
 def test_synthetic_targets_follow_the_tutorials_rule():
@@ -58,11 +63,11 @@ def test_synthetic_targets_follow_the_tutorials_rule():
 def test_mse_is_sse_over_the_count_and_trains_the_same_direction(backend):
     sse = train(backend=backend, dtype="float64", epochs=1)
     mse = train(backend=backend, dtype="float64", epochs=1, loss="mse")
-    assert mse.history[0] == pytest.approx(sse.history[0] / 100, rel=1e-12)
+    assert mse.final_loss == pytest.approx(sse.final_loss / 100, rel=1e-12)
     # mse's gradient is sse's over n*d_out: lr * n gives the same step
-    a = train(backend=backend, dtype="float64", epochs=5)
-    b = train(backend=backend, dtype="float64", epochs=5, loss="mse", lr=1e-4 * 100)
-    np.testing.assert_allclose(b.history * 100, a.history, rtol=1e-12)
+    a = train(backend=backend, dtype="float64", epochs=5, log_every=1)
+    b = train(backend=backend, dtype="float64", epochs=5, loss="mse", lr=1e-4 * 100, log_every=1)
+    np.testing.assert_allclose([100 * l for _, l in b.losses], [l for _, l in a.losses], rtol=1e-12)
 
 
 def test_deeper_and_wider_networks_train(backend):
