@@ -41,6 +41,12 @@ class Backend:
     def __post_init__(self):
         object.__setattr__(self, "matmul", self.xp.matmul if self.name == "cuda" else np.dot)
 
+    def take(self, a, rows, out):
+        """out[...] = a[:, rows]: gather columns on the device, into `out` without a temporary."""
+        if self.name == "cuda":
+            return self.xp.take(a, rows, axis=1, out=out)
+        return np.take(a, rows, axis=1, out=out, mode="clip")  # 'raise' would buffer; rows are in range
+
     def asarray(self, a, dtype=None):
         """Move a host array to this backend (a copy only where needed), as C-contiguous `dtype`."""
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
@@ -53,6 +59,12 @@ class Backend:
         """Wait until the device has finished all queued work (a no-op on the CPU)."""
         if self.name == "cuda":
             self.xp.cuda.get_current_stream().synchronize()
+
+    def out_of_memory(self, error):
+        """Whether `error` is CuPy's out-of-memory error."""
+        if self.name != "cuda":
+            return False
+        return isinstance(error, self.xp.cuda.memory.OutOfMemoryError)
 
     def versions(self):
         """Library versions that matter for this backend's numbers."""

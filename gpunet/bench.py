@@ -18,7 +18,9 @@ import numpy as np
 from gpunet import __version__
 from gpunet.agree import TOLERANCES, compare, difference
 from gpunet.backend import cpu_name
-from gpunet.train import fit, prepare, run
+from gpunet.data import check_random_state, synthetic_dataset
+from gpunet.model import init_params
+from gpunet.train import Trainer
 from gpunet.workloads import matmul_flops, needed_bytes
 
 CEILING_SIZE = 4096
@@ -30,22 +32,22 @@ class GpunetRunner:
     name = "gpunet"
 
     def __init__(self, config, backend):
-        self.config = replace(config, log_every=config.epochs)  # one host copy of the losses, at the end
         self.backend = backend
-        self.net = prepare(self.config, backend)
-        self.start = backend.to_numpy(self.net.params).copy()
+        # one log point, at the end: the loss is reduced and copied to the host once
+        self.trainer = Trainer(replace(config, log_every=config.epochs), backend)
         self.result = None
 
     def run(self):
-        self.net.params[...] = self.backend.asarray(self.start)
-        self.result = run(self.net, self.config)
+        self.trainer.reset()
+        self.result = self.trainer.run(copy_params=False)
         return self.result.train_seconds
 
     def final_loss(self):
         return self.result.final_loss
 
     def buffer_bytes(self):
-        return self.net.workspace_bytes()
+        t = self.trainer
+        return int(t.net.params.nbytes + t.net.grads.nbytes) + sum(w.bytes() for w in t.workspaces)
 
 
 def measure(runners, repeats=5, warmup=1, progress=None, settle=0.2, min_seconds=1.0):
@@ -106,33 +108,31 @@ def matmul_ceiling(backend, size=CEILING_SIZE, repeats=3):
 
 
 def peak_training_bytes(config, backend):
-    """Peak memory while building the network's buffers and training it once, data already on the host
-    (the copy of the final parameters handed back afterwards is not counted).
+    """Peak memory while placing the data, building the network's buffers and training once.
 
-    On the CPU: the peak of NumPy's allocations traced by tracemalloc. On CUDA: the bytes CuPy's memory
-    pool holds afterwards (it keeps every block it was given, so that is its high-water mark).
+    The data and initial parameters are drawn on the host first and not counted, nor is the copy of
+    the final parameters handed back. On the CPU: the peak of the allocations traced by tracemalloc (NumPy reports its
+    own). On CUDA: the bytes CuPy's memory pool holds afterwards (it keeps every block it was given,
+    so that is its high-water mark).
     """
     config = replace(config, log_every=config.epochs)
+    rng = check_random_state(config.seed)
+    data = synthetic_dataset(config.n, config.d_in, config.d_out, rng, config.val_split, config.seed)
+    start = init_params(config.sizes, rng, config.init)
     if backend.name == "cuda":
         pool = backend.xp.get_default_memory_pool()
         pool.free_all_blocks()
         base = pool.total_bytes()
-        net = prepare(config, backend)
-        fit(net, config)
+        trainer = Trainer(config, backend, data, start)
+        trainer.run(copy_params=False)
         backend.synchronize()
         peak = pool.total_bytes() - base
-        del net
+        del trainer
         pool.free_all_blocks()
         return peak
-    from gpunet.data import check_random_state, synthetic
-    from gpunet.model import Network, init_params
-
-    rng = check_random_state(config.seed)
-    x, y = synthetic(config.n, config.d_in, config.d_out, rng)
-    params = init_params(config.sizes, rng, config.init)
     tracemalloc.start()
     try:
-        fit(Network(backend, config.sizes, params, x, y, dtype=config.dtype), config)
+        Trainer(config, backend, data, start).run(copy_params=False)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -1,17 +1,25 @@
 """The `gpunet` command line: parses options, calls the library, prints. No math here."""
 
+import contextlib
 import json
+import signal
 import sys
+import threading
+import time
 from dataclasses import replace
 
 import click
+import numpy as np
 
-from gpunet import __version__, gradcheck
+from gpunet import __version__, checkpoint, gradcheck, plotting
 from gpunet import backend as shim
-from gpunet.data import DEFAULT_SEED
+from gpunet import predict as predict_mod
 from gpunet.agree import compare
+from gpunet.data import DEFAULT_SEED, table_dataset
 from gpunet.errors import GpunetError
 from gpunet.model import INITS, LOSSES
+from gpunet.optim import OPTIMIZERS
+from gpunet.tabular import read_table
 from gpunet.train import DTYPES, Config, train
 from gpunet.workloads import WORKLOADS
 from gpunet.workloads import workload as workload_config
@@ -106,13 +114,35 @@ def network_options(f):
     return f
 
 
+def training_options(f):
+    """Mini-batches, optimizers and validation; their defaults train exactly as the tutorial does."""
+    d = Config()
+    opts = [
+        click.option("--batch-size", type=int, default=None, help="Rows per gradient step, shuffled every epoch "
+                     "from the seed  [default: the whole set, as in the tutorial]"),
+        click.option("--optimizer", default=d.optimizer, show_default=True, type=click.Choice(OPTIMIZERS),
+                     help="sgd: plain gradient descent (the tutorial's); momentum; adam."),
+        click.option("--momentum", default=d.momentum, show_default=True, type=float,
+                     help="Momentum coefficient (--optimizer momentum)."),
+        click.option("--beta1", default=d.beta1, show_default=True, type=float, help="Adam's first-moment decay."),
+        click.option("--beta2", default=d.beta2, show_default=True, type=float, help="Adam's second-moment decay."),
+        click.option("--eps", default=d.eps, show_default=True, type=float, help="Adam's epsilon."),
+        click.option("--val-split", type=float, default=None, help="Fraction of rows held out for validation, "
+                     "drawn from the seed  [default: 0.2 with --data, else 0]"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 CONFIG_KEYS = tuple(Config.__dataclass_fields__)
 
 
-def split_config(options):
-    """Pull the Config fields out of a command's options; return (Config, the rest)."""
-    config = Config(**{k: options.pop(k) for k in CONFIG_KEYS})
-    return config, options
+def split_config(options, **defaults):
+    """Pull the Config fields out of a command's options (None: the default); return (Config, the rest)."""
+    given = {k: options.pop(k) for k in CONFIG_KEYS if k in options}
+    given = {k: v for k, v in given.items() if v is not None or k == "batch_size"}
+    return Config(**{**defaults, **given}), options
 
 
 def use_backend(name, device, quiet=False):
@@ -123,9 +153,11 @@ def use_backend(name, device, quiet=False):
     return b
 
 
-def format_loss_line(epoch, loss):
-    """The tutorial's log line: `Epoch:  10    Loss:  318.4779` (seven significant digits)."""
-    return f"Epoch:  {epoch}    Loss:  {loss:.7g}"
+def format_loss_line(epoch, loss, val_loss=None):
+    """The tutorial's log line: `Epoch:  10    Loss:  318.4779` (seven significant digits), and the
+    validation loss beside it in the same format when there is one."""
+    line = f"Epoch:  {epoch}    Loss:  {loss:.7g}"
+    return line if val_loss is None else f"{line}    Val loss:  {val_loss:.7g}"
 
 
 def format_seconds(s):
@@ -144,26 +176,157 @@ def cli():
 @cli.command("train")
 @backend_options
 @network_options
+@training_options
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+              help="Train on this file (.csv with a header row, .npy, or .npz) instead of synthetic data.")
+@click.option("--target", default=None, help="Target column(s) of --data: names or 0-based indices, "
+              "comma-separated  [default: the last column]")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the trained model here (.npz), atomically.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the loss curve here (PNG; needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the log lines.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary line.")
-def train_cmd(backend, device, as_json, quiet, **options):
+@click.pass_context
+def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_json, quiet, **options):
     """Train the network; with no options, the tutorial's experiment.
 
     100 observations of 3 features, 32 hidden units, 1 output, sum of squared errors,
     learning rate 1e-4, 200 epochs, the loss printed every 10 epochs.
+
+    With --data, the inputs and targets come from a file and are standardised with statistics of
+    the training rows (kept in a saved model); the loss defaults to mse there, and 20% of the rows
+    are held out for the validation loss. Ctrl-C stops at the end of the current epoch, prints the
+    loss, writes --save, and exits with code 130.
     """
-    config, _ = split_config(options)
+    given = explicit_options(ctx, options)
+    if plot_path:
+        plotting.require()  # before training, not after it
+    if data_path:
+        sized = [k for k in ("n", "d_in", "d_out") if k in given]
+        if sized:
+            raise click.UsageError(f"--{sized[0].replace('_', '-')} does not apply with --data: the file sets it")
+        table = read_table(data_path)
+        # the sizes come from the table; the loss defaults to the mean, comparable across splits
+        for k in ("n", "d_in", "d_out", "loss"):
+            options.pop(k)
+        config, _ = split_config(options, n=len(table.values), loss=given.get("loss", "mse"), val_split=0.2)
+        data = table_dataset(table, target, config.val_split, config.seed)
+    else:
+        if target:
+            raise click.UsageError("--target needs --data")
+        config, _ = split_config(options)
+        data = None
     b = use_backend(backend, device, quiet=quiet or as_json)
     show = not (quiet or as_json)
-    result = train(config, backend=b, on_log=(lambda e, l: click.echo(format_loss_line(e, l))) if show else None)
+    if data is not None and not as_json:
+        for note in data.notes:
+            click.echo(f"Warning: {note}", err=True)
+    stop = threading.Event()
+    progress = Progress(config.epochs) if show and sys.stderr.isatty() else None
+    with on_interrupt(stop):
+        try:
+            result = train(config, backend=b, data=data, stop=stop, progress=progress,
+                           on_log=(lambda e, l, v: click.echo(format_loss_line(e, l, v))) if show else None)
+        finally:
+            if progress is not None:
+                progress.close()
+    if save_path:
+        checkpoint.save(save_path, result.model)
+    if plot_path:
+        plotting.loss_curve(plot_path, result)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
+    elif result.interrupted:
+        click.echo(f"Interrupted at epoch {result.epochs_run}: loss {result.final_loss:.7g}", err=True)
+    else:
+        click.echo(
+            f"Trained on {b.name} ({b.device}), {config.dtype}, seed {config.seed}: "
+            f"{config.epochs} epochs in {format_seconds(result.train_seconds)} "
+            f"({format_seconds(result.seconds_per_epoch)} per epoch), final loss {result.final_loss:.7g}"
+        )
+    if result.interrupted:
+        ctx.exit(130)
+
+
+@contextlib.contextmanager
+def on_interrupt(event):
+    """While inside, the first Ctrl-C sets `event` (training stops after the epoch); a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    click.echo(
-        f"Trained on {b.name} ({b.device}), {config.dtype}, seed {config.seed}: "
-        f"{config.epochs} epochs in {format_seconds(result.train_seconds)} "
-        f"({format_seconds(result.seconds_per_epoch)} per epoch), final loss {result.final_loss:.7g}"
-    )
+
+    def handler(signum, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Progress:
+    """A progress bar on stderr that appears once a run has taken two seconds."""
+
+    def __init__(self, total, after=2.0):
+        self.total, self.after, self.start, self.bar, self.done = total, after, time.monotonic(), None, 0
+
+    def __call__(self, epoch):
+        if self.bar is None:
+            if time.monotonic() - self.start < self.after:
+                return
+            self.bar = click.progressbar(length=self.total, label="training", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(epoch - self.done)
+        self.done = epoch
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@cli.command("predict")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="A model saved by gpunet train --save.")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="Inputs (.csv with a header, .npy, .npz): columns matched by name, else by position.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the predictions here as CSV (atomically)  [default: stdout]")
+@backend_options
+def predict_cmd(model_path, data_path, out_path, backend, device):
+    """Predict the targets for new inputs with a saved model, in the targets' own units."""
+    model = checkpoint.load(model_path)
+    x, _ = predict_mod.columns(model, read_table(data_path), with_targets=False)
+    y = predict_mod.predict(model, x, use_backend(backend, device))
+    header = ",".join(model.target_names)
+    if out_path is None:
+        click.echo(header)
+        for row in y:
+            click.echo(",".join(f"{v:.9g}" for v in row))
+        return
+    checkpoint.atomic_write(out_path, lambda tmp: np.savetxt(tmp, y, fmt="%.9g", delimiter=",", header=header,
+                                                             comments=""), suffix=".csv")
+
+
+@cli.command("evaluate")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="A model saved by gpunet train --save.")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="Inputs and targets (.csv with a header, .npy, .npz): matched by name, else by position.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@backend_options
+def evaluate_cmd(model_path, data_path, as_json, backend, device):
+    """Score a saved model on data with known targets: its loss, and MSE and R-squared per target."""
+    model = checkpoint.load(model_path)
+    x, y = predict_mod.columns(model, read_table(data_path), with_targets=True)
+    s = predict_mod.scores(model, y, predict_mod.predict(model, x, use_backend(backend, device, quiet=as_json)))
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    click.echo(f"{s['rows']} rows, loss ({s['loss_name']}, standardised targets): {s['loss']:.7g}")
+    click.echo(format_rows(("target", "MSE", "R-squared"),
+                           [(t["target"], f"{t['mse']:.7g}", f"{t['r2']:.4f}") for t in s["targets"]]))
 
 
 def explicit_options(ctx, options):
@@ -250,10 +413,10 @@ def gradcheck_cmd(ctx, backend, device, n, d_in, hidden, d_out, loss, init, seed
     """
     Config(n=n, d_in=d_in, hidden=hidden, d_out=d_out, loss=loss, init=init)  # validates the sizes
     b = use_backend(backend, device)
-    net = gradcheck.generic_network(b, [d_in, *hidden, d_out], n=n, seed=seed, init=init)
+    ws = gradcheck.generic_network(b, [d_in, *hidden, d_out], n=n, seed=seed, init=init)
     click.echo(f"Gradient check on {b.name}: n={n} sizes={[d_in, *hidden, d_out]} {loss}, float64, eps {eps:g}")
-    rows = gradcheck.gradcheck(net, loss, eps)
-    shapes = [s for w, bias in net.layout.unpack(net.params) for s in (w.shape, bias.shape)]
+    rows = gradcheck.gradcheck(ws, loss, eps)
+    shapes = [s for w, bias in ws.net.layout.unpack(ws.net.params) for s in (w.shape, bias.shape)]
     table = [(name, "x".join(map(str, shape)), f"{err:.2e}", "PASS" if err <= tol else "FAIL")
              for (name, err), shape in zip(rows, shapes)]
     click.echo(format_rows(("tensor", "shape", "max rel error", "result"), table))
@@ -277,22 +440,13 @@ def resolve_backend_list(value, device):
 
 
 def write_json_atomic(path, obj):
-    """Write JSON to `path` through a temporary file in the same folder, so no half-written file is left."""
-    import os
-    import tempfile
+    """Write JSON to `path` through a temporary file, so that no half-written file is left."""
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gpunet-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
+    def write(tmp):
+        with open(tmp, "w") as f:
             json.dump(obj, f, indent=1)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    checkpoint.atomic_write(path, write, suffix=".json")
 
 
 def bench_table(report):

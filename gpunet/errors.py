@@ -36,3 +36,21 @@ class Diverged(GpunetError):
     def __init__(self, epoch, loss, losses):
         self.epoch, self.loss, self.losses = epoch, loss, losses
         super().__init__(f"training diverged: the loss at epoch {epoch} is {loss}; try a smaller --lr")
+
+
+class DataError(GpunetError):
+    """A data file that is missing, unreadable or malformed, or does not fit the model."""
+
+    exit_code = 4
+
+
+class ModelFileError(GpunetError):
+    """A model file that is not a gpunet model, is truncated, or is of a newer format."""
+
+    exit_code = 5
+
+
+class DeviceMemoryError(GpunetError):
+    """The GPU ran out of memory."""
+
+    exit_code = 6

@@ -11,7 +11,7 @@ JITTER = 0.1
 
 
 def generic_network(backend, sizes, n=8, seed=0, init="he"):
-    """A float64 network on synthetic data at a generic point of its parameters.
+    """A float64 network on synthetic data at a generic point of its parameters: its Workspace.
 
     The initial parameters get N(0, JITTER^2) noise, biases included, so that no unit sits exactly
     on ReLU's kink (zero biases and a dead unit upstream would put it there, where the derivative
@@ -20,16 +20,19 @@ def generic_network(backend, sizes, n=8, seed=0, init="he"):
     rng = check_random_state(seed)
     x, y = synthetic(n, sizes[0], sizes[-1], rng)
     params = init_params(sizes, rng, init) + JITTER * rng.standard_normal(Layout(sizes).size)
-    return Network(backend, sizes, params, x, y, dtype=np.float64)
+    ws = Network(backend, sizes, params, dtype=np.float64).workspace(n)
+    ws.load(x, y)
+    return ws
 
 
-def finite_difference(net, k=1.0, eps=DEFAULT_EPS):
-    """d(k * SSE)/dparams by central differences, one parameter at a time, on the host."""
+def finite_difference(ws, k=1.0, eps=DEFAULT_EPS):
+    """d(k * SSE)/dparams by central differences, one parameter at a time, for workspace `ws`'s batch."""
+    net = ws.net
     out = net.xp.empty((1, 1), net.dtype)
 
     def loss():
-        net.forward()
-        net.residual(out)
+        ws.forward()
+        ws.residual(out)
         return k * float(net.backend.to_numpy(out)[0, 0])
 
     grad = np.empty(net.layout.size)
@@ -57,18 +60,18 @@ def relative_errors(analytic, numeric, layout):
     return rows
 
 
-def gradcheck(net, loss="sse", eps=DEFAULT_EPS):
-    """Compare net's backward pass with finite differences at its current parameters.
+def gradcheck(ws, loss="sse", eps=DEFAULT_EPS):
+    """Compare the backward pass with finite differences at the network's current parameters.
 
     Args:
-        net: a gpunet.model.Network, float64 for a meaningful check.
+        ws: a gpunet.model.Workspace holding a batch, float64 for a meaningful check.
         loss: "sse" or "mse".
 
     Returns:
         [(tensor name, max relative error)], one per weight and bias.
     """
-    n, d_out = net.y.shape
+    d_out, n = ws.y.shape
     k = loss_factor(loss, n, d_out)
-    _, analytic = net.loss_and_grad(k)
-    numeric = finite_difference(net, k, eps)
-    return relative_errors(analytic, numeric, net.layout)
+    _, analytic = ws.loss_and_grad(k)
+    numeric = finite_difference(ws, k, eps)
+    return relative_errors(analytic, numeric, ws.net.layout)

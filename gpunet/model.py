@@ -64,38 +64,52 @@ def loss_factor(loss, n, d_out):
 
 
 class Network:
-    """Parameters, gradients and the workspace for one batch, all allocated once.
+    """The parameters and their gradients, each one flat buffer on the backend.
 
     Args:
         backend: a gpunet.backend.Backend.
         sizes: layer widths [d_in, *hidden, d_out].
         params: flat initial parameters (host array, any float dtype).
-        x, y: the batch, host arrays of shape (n, d_in) and (n, d_out).
         dtype: the dtype of every buffer.
     """
 
-    def __init__(self, backend, sizes, params, x, y, dtype=np.float32):
-        xp = self.xp = backend.xp
-        self.backend = backend
+    def __init__(self, backend, sizes, params, dtype=np.float32):
+        self.backend, self.xp = backend, backend.xp
         self.layout = Layout(sizes)
         self.dtype = np.dtype(dtype)
-        self._zero = self.dtype.type(0)
         self.params = backend.asarray(params, self.dtype)
-        self.grads = xp.zeros_like(self.params)
+        self.grads = self.xp.zeros_like(self.params)
         self.blocks = self.layout.blocks(self.params)
         self.grad_blocks = self.layout.blocks(self.grads)
         # w without its bias row: what the input gradient is multiplied by
         self.weights = [blk[:-1] for blk in self.blocks]
-        self._workspace(x.shape[0])
-        self.set_batch(x, y)
 
-    def _workspace(self, n):
-        xp, dt, sizes = self.xp, self.dtype, self.layout.sizes
+    def workspace(self, n):
+        """Buffers for batches of n rows (allocate once per batch size and reuse)."""
+        return Workspace(self, n)
+
+    def step(self):
+        """params -= grads: one operation over the flat buffer (the learning rate is already in grads)."""
+        self.xp.subtract(self.params, self.grads, out=self.params)
+
+
+class Workspace:
+    """The activations, masks and gradients of one batch size, allocated once, for a Network.
+
+    The forward and backward passes live here; they read the network's parameters and write its
+    gradient buffer.
+    """
+
+    def __init__(self, net, n):
+        xp, dt, sizes = net.xp, net.dtype, net.layout.sizes
+        self.net, self.backend, self.xp, self.n = net, net.backend, xp, n
+        self._zero = dt.type(0)
         # Feature-major: row i of a buffer is feature i over the n observations, so elementwise passes
         # write whole contiguous rows. a[l] is layer l's input with a last row of ones (for the bias).
         # A hidden layer's matrix product writes z straight into the next layer's input rows, and the
         # ReLU is applied there in place: each hidden layer holds only a[l + 1], its mask and its gradient.
         self.a = [xp.ones((fan_in + 1, n), dt) for fan_in in sizes[:-1]]
+        self.x = self.a[0][:-1]  # the batch's inputs, (d_in, n)
         self.z = [a[:-1] for a in self.a[1:]] + [xp.empty((sizes[-1], n), dt)]  # z[-1] = y_pred
         # ReLU masks, 1.0 where z[l] > 0: in the dtype itself, as NumPy multiplies float by bool at half speed
         self.mask = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:-1]]
@@ -106,24 +120,25 @@ class Network:
         self._r_col = self.g[-1].reshape(-1, 1)
         # Each pass's views per layer, made once: a view made per call costs a Python object each time.
         masks = [*self.mask, None]  # the output layer has no ReLU
-        self._forward_layers = [(blk.T, a, z, m) for blk, a, z, m in zip(self.blocks, self.a, self.z, masks)]
-        below = [(None, None, None)] + [(w, g, m) for w, g, m in zip(self.weights[1:], self.g, self.mask)]
-        self._backward_layers = list(zip(self.a, self.g, [g.T for g in self.g], self.grad_blocks, below))[::-1]
+        self._forward_layers = [(blk.T, a, z, m) for blk, a, z, m in zip(net.blocks, self.a, self.z, masks)]
+        below = [(None, None, None)] + [(w, g, m) for w, g, m in zip(net.weights[1:], self.g, self.mask)]
+        self._backward_layers = list(zip(self.a, self.g, [g.T for g in self.g], net.grad_blocks, below))[::-1]
 
-    @property
-    def n(self):
-        return self.y.shape[1]
-
-    def set_batch(self, x, y):
-        """Copy a batch (x of shape (n, d_in), y of shape (n, d_out)) of the workspace's size into it."""
+    def load(self, x, y=None):
+        """Copy a batch (x of shape (n, d_in), y of shape (n, d_out); host or device) into the workspace."""
         # cast while copying into place: no temporary copy of the batch in the workspace dtype
-        self.a[0][:-1] = self.backend.asarray(x).T
-        self.y[...] = self.backend.asarray(y).T
+        self.x[...] = self.backend.asarray(x).T
+        if y is not None:
+            self.y[...] = self.backend.asarray(y).T
 
-    def workspace_bytes(self):
-        """Bytes held by the parameters, gradients, data and workspace buffers."""
-        bufs = [self.params, self.grads, self.y, *self.a, self.z[-1], *self.mask, *self.g]
-        return sum(int(b.nbytes) for b in bufs)
+    def gather(self, x_t, y_t, rows):
+        """Take columns `rows` of device-resident x_t (d_in, N) and y_t (d_out, N) as the batch."""
+        self.backend.take(x_t, rows, out=self.x)
+        self.backend.take(y_t, rows, out=self.y)
+
+    def bytes(self):
+        """Bytes held by this workspace's buffers."""
+        return sum(int(b.nbytes) for b in [*self.a, self.z[-1], *self.mask, *self.g, self.y])
 
     def forward(self):
         """Fill the activations and ReLU masks for the current batch; return y_pred (d_out, n)."""
@@ -143,7 +158,7 @@ class Network:
         return r
 
     def backward(self, scale):
-        """grads = scale * dSSE/dparams, from the residual that residual() left in g[-1]."""
+        """net.grads = scale * dSSE/dparams, from the residual that residual() left in g[-1]."""
         mm, multiply = self.backend.matmul, self.xp.multiply
         multiply(self.g[-1], 2 * scale, out=self.g[-1])  # dSSE/dy_pred = 2 * (y_pred - y)
         for a, g, g_t, grad, (w, g_below, mask_below) in self._backward_layers:
@@ -151,23 +166,16 @@ class Network:
             if w is not None:
                 mm(w, g, out=g_below)  # dL/d(the layer's input), the activation of the layer below
                 multiply(g_below, mask_below, out=g_below)  # through its ReLU: zero where z <= 0
-        return self.grads
+        return self.net.grads
 
-    def step(self):
-        """params -= grads: one operation over the flat buffer (the learning rate is already in grads)."""
-        self.xp.subtract(self.params, self.grads, out=self.params)
-
-    def epoch(self, scale, sse_out=None):
-        """One full-batch gradient-descent step; with `sse_out`, the SSE before the step goes there."""
+    def gradient(self, scale, sse_out=None):
+        """Forward, residual and backward: net.grads = scale * dSSE/dparams on this batch."""
         self.forward()
         self.residual(sse_out)
         self.backward(scale)
-        self.step()
 
     def loss_and_grad(self, k=1.0):
         """(loss, dloss/dparams) on the host for loss = k * SSE, at the current parameters."""
-        out = self.xp.empty((1, 1), self.dtype)
-        self.forward()
-        self.residual(out)
-        self.backward(k)
-        return k * float(self.backend.to_numpy(out)[0, 0]), self.backend.to_numpy(self.grads).copy()
+        out = self.xp.empty((1, 1), self.net.dtype)
+        self.gradient(k, out)
+        return k * float(self.backend.to_numpy(out)[0, 0]), self.backend.to_numpy(self.net.grads).copy()

@@ -1,22 +1,28 @@
-"""The training loop: epochs on the device, losses kept there until a log point, one result at the end."""
+"""The training loop: epochs on the device, the loss reduced and copied to the host only where it is reported."""
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from gpunet import __version__
 from gpunet import backend as backends
-from gpunet.data import DEFAULT_SEED, check_random_state, synthetic
-from gpunet.errors import ConfigError, Diverged
-from gpunet.model import INITS, LOSSES, Network, init_params, loss_factor
+from gpunet.checkpoint import SavedModel
+from gpunet.data import DEFAULT_SEED, check_random_state, synthetic_dataset
+from gpunet.errors import ConfigError, DeviceMemoryError, Diverged
+from gpunet.model import INITS, LOSSES, Layout, Network, init_params, loss_factor
+from gpunet.optim import OPTIMIZERS, make_optimizer
 
 DTYPES = ("float32", "float64")
 
 
 @dataclass
 class Config:
-    """What to train: the tutorial's experiment by default."""
+    """What to train: the tutorial's experiment by default.
+
+    With a data file, n, d_in and d_out come from the file (n: its training rows).
+    """
 
     n: int = 100
     d_in: int = 3
@@ -29,6 +35,13 @@ class Config:
     loss: str = "sse"
     init: str = "normal"
     log_every: int = 10
+    batch_size: int | None = None  # None: the whole set, as in the tutorial
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    val_split: float = 0.0
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
@@ -48,14 +61,29 @@ class Config:
             raise ConfigError(
                 f"--hidden must be one or more positive integers separated by commas, got {self.hidden!r}"
             )
-        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+        if not _finite(self.lr) or self.lr <= 0:
             raise ConfigError(f"--lr must be a finite number greater than 0, got {self.lr!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"unknown --dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown --loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
-        if self.init not in INITS:
-            raise ConfigError(f"unknown --init {self.init!r}: choose one of {', '.join(INITS)}")
+        for name, value in (("dtype", self.dtype), ("loss", self.loss), ("init", self.init),
+                            ("optimizer", self.optimizer)):
+            choices = {"dtype": DTYPES, "loss": LOSSES, "init": INITS, "optimizer": OPTIMIZERS}[name]
+            if value not in choices:
+                raise ConfigError(f"unknown --{name} {value!r}: choose one of {', '.join(choices)}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ConfigError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
+        if self.batch_size is not None and self.batch_size > self.n:
+            raise ConfigError(f"--batch-size {self.batch_size} is larger than the {self.n} training rows")
+        for name in ("momentum", "beta1", "beta2"):
+            value = getattr(self, name)
+            if not _finite(value) or not 0 <= value < 1:
+                raise ConfigError(f"--{name} must be at least 0 and below 1, got {value!r}")
+        if not _finite(self.eps) or self.eps <= 0:
+            raise ConfigError(f"--eps must be a finite number greater than 0, got {self.eps!r}")
+        if not _finite(self.val_split) or not 0 <= self.val_split < 1:
+            raise ConfigError(f"--val-split must be at least 0 and below 1, got {self.val_split!r}")
+
+
+def _finite(v):
+    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 @dataclass
@@ -66,10 +94,15 @@ class Result:
         config: the Config that was trained.
         backend, device: where it ran.
         losses: [(epoch, loss)] at the log points (every config.log_every epochs); each is the loss
-            before that epoch's update, as the tutorial prints it.
-        final_loss: the loss of the last epoch, before its update.
-        params: [(w, b)] per layer, w of shape (fan_in, fan_out), b of shape (fan_out,).
+            before that epoch's update (with mini-batches: summed over the epoch's batches).
+        val_losses: [(epoch, loss)] on the validation rows at the log points (empty without them).
+        final_loss: the training loss of the last epoch run.
+        flat_params: the final parameters as one flat array [w1 | b1 | w2 | b2 | ...] (None when the
+            run was asked not to copy them back).
         train_seconds: the training loop only, the device synchronized; data and transfer excluded.
+        epochs_run: config.epochs, or fewer when interrupted.
+        interrupted: stopped early by the `stop` event (Ctrl-C on the command line).
+        model: a SavedModel to save or predict with.
     """
 
     config: Config
@@ -77,17 +110,26 @@ class Result:
     device: str
     losses: list
     final_loss: float
-    params: list
+    flat_params: np.ndarray | None
     train_seconds: float
     versions: dict = field(default_factory=dict)
+    val_losses: list = field(default_factory=list)
+    epochs_run: int = 0
+    interrupted: bool = False
+    model: SavedModel | None = field(default=None, repr=False)
+
+    @property
+    def params(self):
+        """[(w, b)] per layer: w of shape (fan_in, fan_out), b of shape (fan_out,); views of flat_params."""
+        return Layout(self.config.sizes).unpack(self.flat_params)
 
     @property
     def seconds_per_epoch(self):
-        return self.train_seconds / self.config.epochs
+        return self.train_seconds / max(self.epochs_run, 1)
 
     def to_dict(self):
         """A JSON-ready summary (without the parameters)."""
-        return {
+        out = {
             "config": asdict(self.config),
             "backend": self.backend,
             "device": self.device,
@@ -96,61 +138,183 @@ class Result:
             "final_loss": self.final_loss,
             "train_seconds": self.train_seconds,
             "seconds_per_epoch": self.seconds_per_epoch,
+            "epochs_run": self.epochs_run,
         }
+        if self.val_losses:
+            out["val_losses"] = [[e, l] for e, l in self.val_losses]
+        if self.interrupted:
+            out["interrupted"] = True
+        return out
 
 
-def prepare(config, backend):
-    """Draw the data and initial parameters on the host and build the network on `backend`."""
-    rng = check_random_state(config.seed)
-    x, y = synthetic(config.n, config.d_in, config.d_out, rng)
-    params = init_params(config.sizes, rng, config.init)
-    return Network(backend, config.sizes, params, x, y, dtype=config.dtype)
+class Trainer:
+    """One configuration on one backend: data and buffers placed once, then `run` (again after `reset`).
 
-
-def fit(net, config, on_log=None):
-    """Run config.epochs full-batch steps on `net`; return (losses at the log points, final loss, seconds).
-
-    The loss is reduced only where it is reported: at each log point and at the last epoch. There it
-    is copied to the host (the only device sync in the loop), checked to be finite, and handed to
-    `on_log(epoch, loss)` at the log points.
-
-    Raises:
-        Diverged: a loss was not finite at a log point or at the end.
+    Args:
+        config: a Config.
+        backend: a resolved gpunet.backend.Backend.
+        data: a gpunet.data.Dataset, or None for the tutorial's synthetic data of config's sizes.
+        start: flat initial parameters (host), or None to draw them from the seed.
     """
-    b, xp = net.backend, net.xp
-    k = loss_factor(config.loss, config.n, config.d_out)
-    scale, every, last = config.lr * k, config.log_every, config.epochs
-    sse = xp.zeros((1, 1), net.dtype)
-    losses, loss = [], math.nan
 
-    b.synchronize()
-    start = time.perf_counter()
-    with np.errstate(all="ignore"):  # overflow shows as a non-finite loss at the next log point
-        for t in range(1, last + 1):
-            if t % every and t != last:
-                net.epoch(scale)
-                continue
-            net.epoch(scale, sse)
-            loss = k * float(b.to_numpy(sse)[0, 0])
-            if not math.isfinite(loss):
-                raise Diverged(t, loss, losses)
-            if t % every == 0:
-                losses.append((t, loss))
-                if on_log is not None:
-                    on_log(t, loss)
-    b.synchronize()
-    return losses, loss, time.perf_counter() - start
+    def __init__(self, config, backend, data=None, start=None):
+        rng = check_random_state(config.seed)
+        if data is None:
+            data = synthetic_dataset(config.n, config.d_in, config.d_out, rng, config.val_split, config.seed)
+        else:  # the sizes come from the data
+            rows = len(data.x) + (0 if data.x_val is None else len(data.x_val))
+            config = replace(config, n=rows, d_in=data.x.shape[1], d_out=data.y.shape[1])
+        if config.batch_size is not None and config.batch_size > len(data.x):
+            raise ConfigError(f"--batch-size {config.batch_size} is larger than the {len(data.x)} training rows")
+        self.config, self.backend, self.data = config, backend, data
+        self.start = init_params(config.sizes, rng, config.init) if start is None else start
+        try:
+            self._place()
+        except Exception as e:
+            raise _device_memory(e, backend, self.needed_bytes()) from None
+
+    def _place(self):
+        config, b, data = self.config, self.backend, self.data
+        self.net = net = Network(b, config.sizes, self.start, config.dtype)
+        n, self.batch = len(data.x), config.batch_size or len(data.x)
+        if self.batch == n:  # the tutorial's full batch: the data lives in the one workspace
+            self.workspaces = [net.workspace(n)]
+            self.workspaces[0].load(data.x, data.y)
+        else:  # mini-batches gather their rows from the data on the device
+            self.x_t, self.y_t = b.asarray(data.x.T, config.dtype), b.asarray(data.y.T, config.dtype)
+            self.workspaces = [net.workspace(self.batch)] + ([net.workspace(n % self.batch)] if n % self.batch else [])
+        self.val = None
+        if data.x_val is not None:
+            self.val = net.workspace(len(data.x_val))
+            self.val.load(data.x_val, data.y_val)
+
+    def needed_bytes(self):
+        """Bytes of the buffers this run allocates on the backend (parameters, gradients, optimizer, data)."""
+        item = np.dtype(self.config.dtype).itemsize
+        sizes, n = self.config.sizes, len(self.data.x)
+        batch = self.config.batch_size or n
+        per_row = (sum(sizes[:-1]) + len(sizes) - 1) + 2 * sum(sizes[1:]) + sum(sizes[1:-1]) + sizes[-1]
+        state = {"sgd": 2, "momentum": 3, "adam": 5}[self.config.optimizer] * Layout(sizes).size
+        rows = batch + (n if batch < n else 0) + (0 if self.data.x_val is None else len(self.data.x_val))
+        return item * (state + per_row * rows)
+
+    def reset(self):
+        """Put the initial parameters back (to train again from the same start)."""
+        self.net.params[...] = self.backend.asarray(self.start)
+
+    def run(self, on_log=None, stop=None, progress=None, copy_params=True):
+        """Train config.epochs epochs from the current parameters; return a Result.
+
+        Args:
+            on_log: called as on_log(epoch, loss, val_loss or None) at each log point.
+            stop: an object with is_set() (a threading.Event): checked after each epoch; when set,
+                training ends there and the Result says interrupted.
+            progress: called as progress(epoch) after each epoch.
+            copy_params: copy the final parameters back to the host into the Result.
+
+        Raises:
+            Diverged: a loss was not finite at a log point or at the end.
+            DeviceMemoryError: the GPU ran out of memory.
+        """
+        try:
+            return self._run(on_log, stop, progress, copy_params)
+        except (Diverged, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            raise _device_memory(e, self.backend, self.needed_bytes()) from None
+
+    def _run(self, on_log, stop, progress, copy_params):
+        config, b, xp, net = self.config, self.backend, self.backend.xp, self.net
+        n, d_out = len(self.data.x), config.d_out
+        opt = make_optimizer(config.optimizer, net, config.lr, config.momentum, config.beta1, config.beta2,
+                             config.eps)
+        mean = config.loss == "mse"
+        # per batch: dLoss/dparams with loss = k * SSE, k the batch's mean factor for mse
+        scales = [opt.grad_scale * (1 / (w.n * d_out) if mean else 1.0) for w in self.workspaces]
+        k_epoch = loss_factor(config.loss, n, d_out)
+        batches = [(i, min(self.batch, n - i)) for i in range(0, n, self.batch)]
+        sse = xp.zeros((len(batches), 1), net.dtype)
+        shuffle = np.random.default_rng([config.seed, 2])  # the batches' order, the same on every backend
+        every, last = config.log_every, config.epochs
+        losses, val_losses, loss, t = [], [], math.nan, 0
+        full = len(batches) == 1
+        if full:
+            ws, scale = self.workspaces[0], scales[0]
+
+        b.synchronize()
+        start = time.perf_counter()
+        with np.errstate(all="ignore"):  # overflow shows as a non-finite loss at the next log point
+            for t in range(1, last + 1):
+                log = not t % every or t == last
+                if full:
+                    ws.gradient(scale, sse if log else None)
+                    opt.step()
+                else:
+                    rows = b.asarray(shuffle.permutation(n))  # one small copy per epoch
+                    for j, (i, size) in enumerate(batches):
+                        w = self.workspaces[size != self.batch]
+                        w.gather(self.x_t, self.y_t, rows[i : i + size])
+                        w.gradient(scales[size != self.batch], sse[j : j + 1] if log else None)
+                        opt.step()
+                if log:
+                    loss = self._reported(sse, k_epoch, t, losses)
+                    val = self._validation() if self.val is not None else None
+                    if not t % every:
+                        losses.append((t, loss))
+                        if val is not None:
+                            val_losses.append((t, val))
+                        if on_log is not None:
+                            on_log(t, loss, val)
+                if progress is not None:
+                    progress(t)
+                if stop is not None and stop.is_set():
+                    break
+            interrupted = t < last
+            if interrupted:
+                loss = self._reported(self._loss_pass(batches, sse), k_epoch, t, losses)
+        b.synchronize()
+        seconds = time.perf_counter() - start
+        flat = b.to_numpy(net.params).copy() if copy_params else None
+        model = None if flat is None else SavedModel(
+            config.sizes, flat, self.data.x_scaler, self.data.y_scaler, self.data.input_names,
+            self.data.target_names, asdict(config), __version__)
+        return Result(config, b.name, b.device, losses, loss, flat, seconds, b.versions(), val_losses, t,
+                      interrupted, model)
+
+    def _reported(self, sse, k, t, losses):
+        """The epoch's loss on the host (the sync point), checked to be finite."""
+        loss = k * float(self.backend.to_numpy(sse).sum())
+        if not math.isfinite(loss):
+            raise Diverged(t, loss, losses)
+        return loss
+
+    def _validation(self):
+        out = self.net.xp.empty((1, 1), self.net.dtype)
+        self.val.forward()
+        self.val.residual(out)
+        return loss_factor(self.config.loss, self.val.n, self.config.d_out) * float(self.backend.to_numpy(out)[0, 0])
+
+    def _loss_pass(self, batches, sse):
+        """The SSE of the current parameters over the training rows, batch by batch, without an update."""
+        for j, (i, size) in enumerate(batches):
+            w = self.workspaces[size != self.batch]
+            if len(batches) > 1:
+                w.gather(self.x_t, self.y_t, self.backend.asarray(np.arange(i, i + size)))
+            w.forward()
+            w.residual(sse[j : j + 1])
+        return sse
+
+def _device_memory(e, backend, needed):
+    """DeviceMemoryError for a CUDA out-of-memory error; anything else unchanged."""
+    if not backend.out_of_memory(e):
+        return e
+    return DeviceMemoryError(
+        f"the GPU ran out of memory: this run needs about {needed / 2**20:.0f} MiB of buffers; "
+        "try a smaller --batch-size (or fewer --hidden units)"
+    )
 
 
-def run(net, config, on_log=None):
-    """Train `net` (from prepare) for config.epochs and return a Result."""
-    b = net.backend
-    losses, final_loss, seconds = fit(net, config, on_log)
-    params = [(w.copy(), bias.copy()) for w, bias in net.layout.unpack(b.to_numpy(net.params))]
-    return Result(config, b.name, b.device, losses, final_loss, params, seconds, b.versions())
-
-
-def train(config=None, backend="auto", device=0, on_log=None, **options):
+def train(config=None, backend="auto", device=0, data=None, on_log=None, stop=None, progress=None, **options):
     """Train a network and return a Result.
 
     Args:
@@ -158,10 +322,12 @@ def train(config=None, backend="auto", device=0, on_log=None, **options):
             (e.g. `train(hidden=(64, 64), epochs=500)`).
         backend: "cpu", "cuda", "auto", or a resolved gpunet.backend.Backend.
         device: the CUDA device index.
-        on_log: called as on_log(epoch, loss) at each log point.
+        data: a gpunet.data.Dataset (e.g. from gpunet.data.table_dataset); None for synthetic data.
+        on_log: called as on_log(epoch, loss, val_loss or None) at each log point.
+        stop, progress: see Trainer.run.
 
     Raises:
-        gpunet.errors.ConfigError, BackendUnavailable, Diverged.
+        gpunet.errors.ConfigError, BackendUnavailable, Diverged, DeviceMemoryError.
     """
     if config is None:
         config = Config(**options)
@@ -169,4 +335,4 @@ def train(config=None, backend="auto", device=0, on_log=None, **options):
         raise TypeError("pass either a Config or keyword options, not both")
     if not isinstance(backend, backends.Backend):
         backend = backends.resolve(backend, device)
-    return run(prepare(config, backend), config, on_log)
+    return Trainer(config, backend, data).run(on_log, stop, progress)

@@ -31,8 +31,9 @@ def test_gradcheck_catches_a_missing_relu_mask(backend, monkeypatch):
 
 def test_update_is_lr_times_gradient(backend):
     """One epoch moves the flat parameters by exactly lr * dSSE/dparams."""
-    net = generic_network(backend, [3, 8, 2])
-    before = backend.to_numpy(net.params).copy()
-    _, grad = net.loss_and_grad()
-    net.epoch(1e-3)
-    np.testing.assert_allclose(backend.to_numpy(net.params), before - 1e-3 * grad, rtol=1e-12, atol=1e-15)
+    ws = generic_network(backend, [3, 8, 2])
+    before = backend.to_numpy(ws.net.params).copy()
+    _, grad = ws.loss_and_grad()
+    ws.gradient(1e-3)
+    ws.net.step()
+    np.testing.assert_allclose(backend.to_numpy(ws.net.params), before - 1e-3 * grad, rtol=1e-12, atol=1e-15)

@@ -1,0 +1,131 @@
+"""Saving and loading trained models: one .npz file, written atomically, read without pickle."""
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpunet import __version__
+from gpunet.errors import ModelFileError
+from gpunet.model import Layout
+from gpunet.tabular import Scaler
+
+FORMAT = 1  # bump when a reader of the old format could not read the new one
+KEYS = ("gpunet_format", "gpunet_version", "sizes", "params", "x_mean", "x_scale", "y_mean", "y_scale",
+        "input_names", "target_names", "config")
+
+
+@dataclass
+class SavedModel:
+    """A trained network with what it needs to be used on new data.
+
+    Attributes:
+        sizes: layer widths [d_in, *hidden, d_out].
+        params: flat parameters (NumPy, in the dtype it was trained in).
+        x_scaler, y_scaler: the standardisation of inputs and targets, from the training rows.
+        input_names, target_names: column names.
+        config: the training configuration, as a dict.
+        version: the gpunet version that wrote it.
+    """
+
+    sizes: list
+    params: np.ndarray
+    x_scaler: Scaler
+    y_scaler: Scaler
+    input_names: list
+    target_names: list
+    config: dict
+    version: str = __version__
+
+    @property
+    def dtype(self):
+        return self.params.dtype
+
+
+def atomic_write(path, write, suffix=""):
+    """Call write(temporary path), then rename it onto `path`: a failed or interrupted write leaves nothing."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".gpunet-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(path, model):
+    """Write `model` to `path` (.npz) atomically."""
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(
+                f,
+                gpunet_format=np.array(FORMAT),
+                gpunet_version=np.array(model.version),
+                sizes=np.array(model.sizes, dtype=np.int64),
+                params=model.params,
+                x_mean=model.x_scaler.mean, x_scale=model.x_scaler.scale,
+                y_mean=model.y_scaler.mean, y_scale=model.y_scaler.scale,
+                input_names=np.array(model.input_names, dtype=str),
+                target_names=np.array(model.target_names, dtype=str),
+                config=np.array(json.dumps(model.config)),
+            )
+
+    atomic_write(path, write, suffix=".npz")
+
+
+def load(path):
+    """Read a model written by `save`.
+
+    Raises:
+        ModelFileError: missing, not a gpunet model, truncated or corrupt, or of a newer format.
+    """
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such model file")
+    not_a_model = ModelFileError(f"{path}: not a gpunet model (train one with gpunet train --save)")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ModelFileError(f"{path}: truncated or corrupt model file ({type(e).__name__}: {e})") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):  # a plain .npy array
+        raise not_a_model
+    try:
+        with f:
+            if "gpunet_format" not in f:
+                raise not_a_model
+            fmt = int(f["gpunet_format"])
+            if fmt > FORMAT:
+                raise ModelFileError(
+                    f"{path}: written by gpunet {f['gpunet_version']} in model format {fmt}; this gpunet "
+                    f"({__version__}) reads format {FORMAT} and older: upgrade gpunet"
+                )
+            missing = [k for k in KEYS if k not in f]
+            if missing:
+                raise ModelFileError(f"{path}: not a complete gpunet model (missing {', '.join(missing)})")
+            data = {k: f[k] for k in KEYS}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ModelFileError(f"{path}: truncated or corrupt model file ({type(e).__name__}: {e})") from None
+    sizes = [int(s) for s in data["sizes"]]
+    if len(sizes) < 2 or min(sizes) < 1 or data["params"].shape != (Layout(sizes).size,):
+        raise ModelFileError(f"{path}: corrupt model file (parameters do not match the layer sizes {sizes})")
+    if not np.all(np.isfinite(data["params"])):
+        raise ModelFileError(f"{path}: corrupt model file (non-finite parameters)")
+    return SavedModel(
+        sizes=sizes,
+        params=data["params"],
+        x_scaler=Scaler(data["x_mean"], data["x_scale"]),
+        y_scaler=Scaler(data["y_mean"], data["y_scale"]),
+        input_names=[str(n) for n in data["input_names"]],
+        target_names=[str(n) for n in data["target_names"]],
+        config=json.loads(str(data["config"])),
+        version=str(data["gpunet_version"]),
+    )
