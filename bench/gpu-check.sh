@@ -24,6 +24,8 @@ step pytest "$PY" -m pytest -q -p no:cacheprovider tests
 for w in seed medium large; do
     step "check-$w" "$PY" -m gpunet check --workload "$w" --backends cpu,cuda --reference
 done
+step check-minibatch-adam "$PY" -m gpunet check --backends cpu,cuda --reference --n 1000 --batch-size 64 \
+    --optimizer adam --lr 1e-3 --loss mse --init he --epochs 20
 step bench "$PY" bench/run.py --backend cpu,cuda --peers-on cuda --repeats 5 --out "$OUT"
 echo "== results in $OUT"
 exit $status

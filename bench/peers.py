@@ -76,7 +76,7 @@ class TorchManual(_Torch):
     name = "torch-manual"
 
     def run(self):
-        torch, x, y, k, lr = self.torch, self.x, self.y, self.k, self.config.lr
+        x, y, k, lr = self.x, self.y, self.k, self.config.lr
         w1, b1, w2, b2 = self.params()
         self.sync()
         t = time.perf_counter()

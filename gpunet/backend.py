@@ -96,7 +96,7 @@ def _cuda(device):
     """The CUDA backend on `device`, or BackendUnavailable saying why not."""
     try:
         import cupy
-    except ImportError as e:
+    except ImportError:
         raise BackendUnavailable(f"CuPy is not installed; {CUDA_EXTRAS_HINT}") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()

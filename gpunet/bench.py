@@ -61,7 +61,7 @@ def measure(runners, repeats=5, warmup=1, progress=None, settle=0.2, min_seconds
     say = progress or (lambda message: None)
     per_round = {}
     for r in runners:
-        for i in range(warmup):
+        for _ in range(warmup):
             say(f"{r.name} on {r.backend.name}: warm-up")
             first = r.run()
         per_round[r] = max(1, min(100, math.ceil(min_seconds / repeats / max(first, 1e-9)))) if warmup else 1

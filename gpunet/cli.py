@@ -21,7 +21,6 @@ from gpunet.model import INITS, LOSSES
 from gpunet.optim import OPTIMIZERS
 from gpunet.tabular import read_table
 from gpunet.train import DTYPES, Config, train
-from gpunet.workloads import WORKLOADS
 from gpunet.workloads import workload as workload_config
 
 
@@ -347,12 +346,15 @@ def format_rows(header, rows):
 
 def describe(config):
     hidden = ",".join(map(str, config.hidden))
+    batch = f", batches of {config.batch_size}" if config.batch_size else ""
     return (f"n={config.n} d_in={config.d_in} hidden={hidden} d_out={config.d_out}, {config.epochs} epochs, "
-            f"lr {config.lr:g}, {config.loss}, {config.init} init, {config.dtype}, seed {config.seed}")
+            f"{config.optimizer} lr {config.lr:g}{batch}, {config.loss}, {config.init} init, {config.dtype}, "
+            f"seed {config.seed}")
 
 
 @cli.command("check")
 @network_options
+@training_options
 @click.option("--workload", default=None, help="Start from a named workload (seed, medium, large); options given override it.")
 @click.option("--backends", default="cpu,cuda", show_default=True, help="Comma-separated backends to train and compare.")
 @click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")

@@ -12,7 +12,7 @@ import numpy as np
 def tutorial(x, y, w1, w2, b1, b2, learning_rate=1e-4, epochs=200, loss_scale=1.0):
     """Run the tutorial's loop from the given start; return the loss of every epoch and the final parameters."""
     losses = []
-    for t in range(1, epochs + 1):
+    for _ in range(epochs):
         ### -------- Forward pass --------
         h = x @ w1 + b1
         h_relu = np.clip(h, 0, None)
