@@ -103,7 +103,9 @@ class Workspace:
     def __init__(self, net, n):
         xp, dt, sizes = net.xp, net.dtype, net.layout.sizes
         self.net, self.backend, self.xp, self.n = net, net.backend, xp, n
-        self._zero = dt.type(0)
+        # scalars as 0-d arrays of the dtype: NumPy takes them faster than Python or NumPy scalars
+        self._zero = xp.zeros((), dt)
+        self._factor, self._factor_of = xp.zeros((), dt), None  # 2 * scale, remade when scale changes
         # Feature-major: row i of a buffer is feature i over the n observations, so elementwise passes
         # write whole contiguous rows. a[l] is layer l's input with a last row of ones (for the bias).
         # A hidden layer's matrix product writes z straight into the next layer's input rows, and the
@@ -160,7 +162,9 @@ class Workspace:
     def backward(self, scale):
         """net.grads = scale * dSSE/dparams, from the residual that residual() left in g[-1]."""
         mm, multiply = self.backend.matmul, self.xp.multiply
-        multiply(self.g[-1], 2 * scale, out=self.g[-1])  # dSSE/dy_pred = 2 * (y_pred - y)
+        if scale != self._factor_of:
+            self._factor[...], self._factor_of = 2 * scale, scale
+        multiply(self.g[-1], self._factor, out=self.g[-1])  # dSSE/dy_pred = 2 * (y_pred - y)
         for a, g, g_t, grad, (w, g_below, mask_below) in self._backward_layers:
             mm(a, g_t, out=grad)  # dL/dw and, via the row of ones, dL/db
             if w is not None:

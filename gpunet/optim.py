@@ -17,16 +17,14 @@ class SGD:
 
     def __init__(self, net, lr):
         self.net, self.grad_scale = net, lr
-
-    def step(self):
-        self.net.step()
+        self.step = net.step  # params -= grads: the learning rate is already in the gradient
 
 
 class Momentum:
     """Heavy ball: v = mu * v + lr * grad; params -= v."""
 
     def __init__(self, net, lr, momentum=0.9):
-        self.net, self.grad_scale, self.mu = net, lr, net.dtype.type(momentum)
+        self.net, self.grad_scale, self.mu = net, lr, net.xp.full((), momentum, net.dtype)
         self.v = net.xp.zeros_like(net.params)
 
     def step(self):
