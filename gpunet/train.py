@@ -234,12 +234,13 @@ class Trainer:
         k_epoch = loss_factor(config.loss, n, d_out)
         batches = [(i, min(self.batch, n - i)) for i in range(0, n, self.batch)]
         sse = xp.zeros((len(batches), 1), net.dtype)
-        shuffle = np.random.default_rng([config.seed, 2])  # the batches' order, the same on every backend
         every, last = config.log_every, config.epochs
         losses, val_losses, loss, t = [], [], math.nan, 0
         full = len(batches) == 1
         if full:
             ws, scale = self.workspaces[0], scales[0]
+        else:
+            shuffle = np.random.default_rng([config.seed, 2])  # the batches' order, the same on every backend
 
         b.synchronize()
         start = time.perf_counter()
