@@ -196,7 +196,7 @@ def available(backend):
     chosen, notes = [], []
     for name, module, make in PEERS:
         if importlib.util.find_spec(module) is None:
-            notes.append(f"{name}: skipped, {module} is not installed (pip install 'gpunet[bench]')")
+            notes.append(f"{name}: skipped, {module} is not installed (make bench installs the peers: gpunet's extra [bench])")
             continue
         if backend.name == "cuda" and name != "numpy-tutorial" and not _has_gpu(module):
             notes.append(f"{name}: skipped on cuda, this {module} build has no CUDA device")

@@ -14,7 +14,10 @@ from gpunet.errors import BackendUnavailable
 
 BACKENDS = ("cpu", "cuda", "auto")
 ENV_VAR = "GPUNET_BACKEND"
-CUDA_EXTRAS_HINT = "pip install 'gpunet[cuda12]' (CUDA 12 driver) or 'gpunet[cuda13]' (CUDA 13 driver)"
+CUDA_EXTRAS_HINT = (
+    "install it with pip install cupy-cuda12x (CUDA 12 driver) or cupy-cuda13x (CUDA 13 driver), "
+    "gpunet's extras [cuda12] and [cuda13]"
+)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from gpunet.checkpoint import atomic_write
 from gpunet.errors import ConfigError
 
-HINT = "pip install 'gpunet[plot]'"
+HINT = "pip install matplotlib (gpunet's extra [plot])"
 
 
 def require():
