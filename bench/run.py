@@ -16,15 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import peers  # noqa: E402
 from gpunet.bench import bench  # noqa: E402
-from gpunet.cli import (  # noqa: E402
-    bench_table,
-    format_rows,
-    format_seconds,
-    resolve_backend_list,
-    split_list,
-    stderr_progress,
-    write_json_atomic,
-)
+from gpunet.cli import resolve_backend_list, split_list, stderr_progress  # noqa: E402
+from gpunet.files import write_json  # noqa: E402
+from gpunet.report import bench_table, format_rows, format_seconds  # noqa: E402
 from gpunet.workloads import workload  # noqa: E402
 
 
@@ -112,7 +106,7 @@ def main(workloads, backend_list, peers_on, repeats, out):
         click.echo("\r\033[K", err=True, nl=False)
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"{datetime.date.today().isoformat()}-{machine_slug(report)}")
-    write_json_atomic(stem + ".json", report)
+    write_json(stem + ".json", report)
     click.echo(bench_table(report))
     click.echo()
     click.echo(ratio_table(report))

@@ -2,7 +2,6 @@
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from gpunet import __version__
 from gpunet.errors import ModelFileError
+from gpunet.files import atomic_write
 from gpunet.model import Layout
 from gpunet.tabular import Scaler
 
@@ -43,23 +43,6 @@ class SavedModel:
     @property
     def dtype(self):
         return self.params.dtype
-
-
-def atomic_write(path, write, suffix=""):
-    """Call write(temporary path), then rename it onto `path`: a failed or interrupted write leaves nothing."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gpunet-", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save(path, model):

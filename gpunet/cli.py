@@ -18,7 +18,9 @@ from gpunet.agree import compare
 from gpunet.data import DEFAULT_SEED, table_dataset
 from gpunet.errors import GpunetError
 from gpunet.model import INITS, LOSSES
+from gpunet.files import atomic_write, write_json
 from gpunet.optim import OPTIMIZERS
+from gpunet.report import bench_table, describe, format_loss_line, format_rows, format_seconds
 from gpunet.tabular import read_table
 from gpunet.train import DTYPES, Config, train
 from gpunet.workloads import workload as workload_config
@@ -150,20 +152,6 @@ def use_backend(name, device, quiet=False):
     if b.note and not quiet:
         click.echo(b.note, err=True)
     return b
-
-
-def format_loss_line(epoch, loss, val_loss=None):
-    """The tutorial's log line: `Epoch:  10    Loss:  318.4779` (seven significant digits), and the
-    validation loss beside it in the same format when there is one."""
-    line = f"Epoch:  {epoch}    Loss:  {loss:.7g}"
-    return line if val_loss is None else f"{line}    Val loss:  {val_loss:.7g}"
-
-
-def format_seconds(s):
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if s >= scale:
-            return f"{s / scale:.3g} {unit}"
-    return f"{s / 1e-9:.3g} ns"
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -305,7 +293,7 @@ def predict_cmd(model_path, data_path, out_path, backend, device):
         for row in y:
             click.echo(",".join(f"{v:.9g}" for v in row))
         return
-    checkpoint.atomic_write(out_path, lambda tmp: np.savetxt(tmp, y, fmt="%.9g", delimiter=",", header=header,
+    atomic_write(out_path, lambda tmp: np.savetxt(tmp, y, fmt="%.9g", delimiter=",", header=header,
                                                              comments=""), suffix=".csv")
 
 
@@ -335,21 +323,6 @@ def explicit_options(ctx, options):
 
 def split_list(value):
     return [v.strip().lower() for v in value.split(",") if v.strip()]
-
-
-def format_rows(header, rows):
-    """A plain left-aligned text table."""
-    rows = [header, *rows]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def describe(config):
-    hidden = ",".join(map(str, config.hidden))
-    batch = f", batches of {config.batch_size}" if config.batch_size else ""
-    return (f"n={config.n} d_in={config.d_in} hidden={hidden} d_out={config.d_out}, {config.epochs} epochs, "
-            f"{config.optimizer} lr {config.lr:g}{batch}, {config.loss}, {config.init} init, {config.dtype}, "
-            f"seed {config.seed}")
 
 
 @cli.command("check")
@@ -441,38 +414,6 @@ def resolve_backend_list(value, device):
     return [shim.resolve(n, device) for n in names]
 
 
-def write_json_atomic(path, obj):
-    """Write JSON to `path` through a temporary file, so that no half-written file is left."""
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-
-    checkpoint.atomic_write(path, write, suffix=".json")
-
-
-def bench_table(report):
-    """The human-readable lines of a bench report."""
-    rows = []
-    for r in report["records"]:
-        pct = f"{r['pct_of_ceiling']:.0f}%" if r.get("pct_of_ceiling") is not None else "-"
-        mem = f"{r['peak_bytes'] / r['needed_bytes']:.2f}x of {r['needed_bytes'] / 2**20:.3g} MiB" if "peak_bytes" in r else "-"
-        rows.append((r["workload"], r["system"], r["backend"], format_seconds(r["median_s"]),
-                     f"{format_seconds(r['min_s'])}..{format_seconds(r['max_s'])}",
-                     format_seconds(r["seconds_per_epoch"]), f"{r['gflops']:.3g}", pct, mem, f"{r['final_loss']:.7g}"))
-    lines = [format_rows(("workload", "system", "backend", "median", "min..max", "per epoch", "GFLOP/s", "of ceiling",
-                          "peak memory / needed", "final loss"), rows)]
-    lines.append("matrix-product ceiling (float32): " + ", ".join(
-        f"{k} {v:.1f} GFLOP/s" for k, v in report["ceilings_gflops"].items()))
-    for a in report["agreement"]:
-        if not a["ok"]:
-            lines.append(f"DISAGREE: {a['workload']} {a['a']} vs {a['b']} {a['quantity']}: "
-                         f"max rel diff {a['max_rel']:.3g} > {a['tol']:g}")
-    if report["agreement"] and all(a["ok"] for a in report["agreement"]):
-        lines.append(f"agreement: all {len(report['agreement'])} comparisons within tolerance")
-    return "\n".join(lines)
-
-
 def stderr_progress():
     """A progress callback that writes to stderr when it is a terminal, else None."""
     if not sys.stderr.isatty():
@@ -515,7 +456,7 @@ def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, **option
     if sys.stderr.isatty():
         click.echo("\r\033[K", err=True, nl=False)
     if json_path:
-        write_json_atomic(json_path, report)
+        write_json(json_path, report)
     click.echo(bench_table(report))
     if not all(a["ok"] for a in report["agreement"]):
         ctx.exit(1)

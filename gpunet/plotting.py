@@ -1,6 +1,6 @@
 """Loss curves as PNG files, with matplotlib (an optional extra)."""
 
-from gpunet.checkpoint import atomic_write
+from gpunet.files import atomic_write
 from gpunet.errors import ConfigError
 
 HINT = "pip install matplotlib (gpunet's extra [plot])"

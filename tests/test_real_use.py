@@ -17,6 +17,7 @@ from gpunet import checkpoint, train
 from gpunet.cli import cli
 from gpunet.data import table_dataset
 from gpunet.errors import DataError
+from gpunet.files import atomic_write
 from gpunet.gradcheck import finite_difference, generic_network
 from gpunet.model import loss_factor
 from gpunet.optim import make_optimizer
@@ -304,7 +305,7 @@ def test_atomic_write_leaves_nothing_when_the_write_fails(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        checkpoint.atomic_write(str(tmp_path / "out.npz"), failing)
+        atomic_write(str(tmp_path / "out.npz"), failing)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,0 +1,54 @@
+"""What the command line prints: the tutorial's log line, durations, tables, and the bench report."""
+
+
+def format_loss_line(epoch, loss, val_loss=None):
+    """The tutorial's log line: `Epoch:  10    Loss:  318.4779` (seven significant digits), and the
+    validation loss beside it in the same format when there is one."""
+    line = f"Epoch:  {epoch}    Loss:  {loss:.7g}"
+    return line if val_loss is None else f"{line}    Val loss:  {val_loss:.7g}"
+
+
+def format_seconds(s):
+    """A duration with three significant digits in s, ms, us or ns."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def format_rows(header, rows):
+    """A plain left-aligned text table."""
+    rows = [header, *rows]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def describe(config):
+    """One line saying what a Config trains."""
+    hidden = ",".join(map(str, config.hidden))
+    batch = f", batches of {config.batch_size}" if config.batch_size else ""
+    return (f"n={config.n} d_in={config.d_in} hidden={hidden} d_out={config.d_out}, {config.epochs} epochs, "
+            f"{config.optimizer} lr {config.lr:g}{batch}, {config.loss}, {config.init} init, {config.dtype}, "
+            f"seed {config.seed}")
+
+
+def bench_table(report):
+    """The human-readable lines of a bench report."""
+    rows = []
+    for r in report["records"]:
+        pct = f"{r['pct_of_ceiling']:.0f}%" if r.get("pct_of_ceiling") is not None else "-"
+        mem = f"{r['peak_bytes'] / r['needed_bytes']:.2f}x of {r['needed_bytes'] / 2**20:.3g} MiB" if "peak_bytes" in r else "-"
+        rows.append((r["workload"], r["system"], r["backend"], format_seconds(r["median_s"]),
+                     f"{format_seconds(r['min_s'])}..{format_seconds(r['max_s'])}",
+                     format_seconds(r["seconds_per_epoch"]), f"{r['gflops']:.3g}", pct, mem, f"{r['final_loss']:.7g}"))
+    lines = [format_rows(("workload", "system", "backend", "median", "min..max", "per epoch", "GFLOP/s", "of ceiling",
+                          "peak memory / needed", "final loss"), rows)]
+    lines.append("matrix-product ceiling (float32): " + ", ".join(
+        f"{k} {v:.1f} GFLOP/s" for k, v in report["ceilings_gflops"].items()))
+    for a in report["agreement"]:
+        if not a["ok"]:
+            lines.append(f"DISAGREE: {a['workload']} {a['a']} vs {a['b']} {a['quantity']}: "
+                         f"max rel diff {a['max_rel']:.3g} > {a['tol']:g}")
+    if report["agreement"] and all(a["ok"] for a in report["agreement"]):
+        lines.append(f"agreement: all {len(report['agreement'])} comparisons within tolerance")
+    return "\n".join(lines)
