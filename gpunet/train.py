@@ -234,6 +234,7 @@ class Trainer:
         k_epoch = loss_factor(config.loss, n, d_out)
         batches = [(i, min(self.batch, n - i)) for i in range(0, n, self.batch)]
         sse = xp.zeros((len(batches), 1), net.dtype)
+        val_sse = xp.zeros((1, 1), net.dtype)
         every, last = config.log_every, config.epochs
         losses, val_losses, loss, t = [], [], math.nan, 0
         full = len(batches) == 1
@@ -259,8 +260,8 @@ class Trainer:
                         opt.step()
                 if log:
                     loss = self._reported(sse, k_epoch, t, losses)
-                    val = self._validation() if self.val is not None else None
                     if not t % every:
+                        val = self._validation(val_sse) if self.val is not None else None
                         losses.append((t, loss))
                         if val is not None:
                             val_losses.append((t, val))
@@ -289,8 +290,8 @@ class Trainer:
             raise Diverged(t, loss, losses)
         return loss
 
-    def _validation(self):
-        out = self.net.xp.empty((1, 1), self.net.dtype)
+    def _validation(self, out):
+        """The loss on the validation rows (their SSE goes through `out`, a (1, 1) buffer)."""
         self.val.forward()
         self.val.residual(out)
         return loss_factor(self.config.loss, self.val.n, self.config.d_out) * float(self.backend.to_numpy(out)[0, 0])
