@@ -18,7 +18,7 @@ from gpunet.agree import compare
 from gpunet.data import DEFAULT_SEED, table_dataset
 from gpunet.errors import GpunetError
 from gpunet.model import INITS, LOSSES
-from gpunet.files import atomic_write, write_json
+from gpunet.files import atomic_write, check_writable, write_json
 from gpunet.optim import OPTIMIZERS
 from gpunet.report import bench_table, describe, format_loss_line, format_rows, format_seconds
 from gpunet.tabular import read_table
@@ -187,8 +187,12 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
     loss, writes --save, and exits with code 130.
     """
     given = explicit_options(ctx, options)
+    # before training, not after it
+    for path, option in ((save_path, "--save"), (plot_path, "--plot")):
+        if path:
+            check_writable(path, option)
     if plot_path:
-        plotting.require()  # before training, not after it
+        plotting.require()
     if data_path:
         sized = [k for k in ("n", "d_in", "d_out") if k in given]
         if sized:
@@ -284,6 +288,8 @@ class Progress:
 @backend_options
 def predict_cmd(model_path, data_path, out_path, backend, device):
     """Predict the targets for new inputs with a saved model, in the targets' own units."""
+    if out_path:
+        check_writable(out_path, "--out")
     model = checkpoint.load(model_path)
     x, _ = predict_mod.columns(model, read_table(data_path), with_targets=False)
     y = predict_mod.predict(model, x, use_backend(backend, device))
@@ -447,6 +453,8 @@ def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, **option
     from gpunet.bench import bench
 
     given = explicit_options(ctx, options)
+    if json_path:
+        check_writable(json_path, "--json")
     names = split_list(workloads)
     chosen = {}
     for name in names:

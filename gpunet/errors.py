@@ -54,3 +54,9 @@ class DeviceMemoryError(GpunetError):
     """The GPU ran out of memory."""
 
     exit_code = 6
+
+
+class OutputError(GpunetError):
+    """An output file (model, predictions, plot, report) could not be written."""
+
+    exit_code = 7

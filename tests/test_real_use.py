@@ -309,6 +309,28 @@ def test_atomic_write_leaves_nothing_when_the_write_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_outputs_in_a_missing_folder_fail_before_any_work(tmp_path):
+    missing = tmp_path / "no" / "such"
+    for args in (["train", "--save", missing / "m.npz"], ["train", "--plot", missing / "l.png"],
+                 ["bench", "--workload", "seed", "--json", missing / "b.json"]):
+        line = one_line_error(run(*args, "--backend", "cpu"), 2)
+        assert "does not exist" in line
+    checkpoint.save(str(tmp_path / "m.npz"), train(backend="cpu", epochs=10).model)
+    x = write(tmp_path, "x.csv", "x1,x2,x3\n1,2,3\n")
+    r = run("predict", "--backend", "cpu", "--model", tmp_path / "m.npz", "--data", x, "--out", missing / "p.csv")
+    assert "--out" in one_line_error(r, 2)
+
+
+def test_a_failed_write_is_one_line_exit_7(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("gpunet.files.os.replace", refuse)
+    line = one_line_error(run("train", "--backend", "cpu", "--epochs", "10", "--save", tmp_path / "m.npz"), 7)
+    assert "No space left on device" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- see it ------------------------------------------------------------------------------------
 
 
