@@ -195,7 +195,7 @@ def first_step(optimizer, g, lr, momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8)
     return -lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     hidden=st.lists(st.integers(1, 7), min_size=1, max_size=3),
     d_in=st.integers(1, 5),
