@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from gpunet.data import check_random_state, synthetic
-from gpunet.model import Layout, init_params, loss_factor
+from gpunet.model import Layout, loss_factor
+from gpunet.train import initial_draws
 from tests.tutorial_reference import tutorial
 
 
@@ -21,10 +21,9 @@ def start(config):
     """The host data and initial parameters gpunet draws for `config`, in float32: x, y, w1, b1, w2, b2."""
     if len(config.hidden) != 1:
         raise ValueError("the peers implement the tutorial's single hidden layer")
-    rng = check_random_state(config.seed)
-    x, y = synthetic(config.n, config.d_in, config.d_out, rng)
-    (w1, b1), (w2, b2) = Layout(config.sizes).unpack(init_params(config.sizes, rng, config.init))
-    return [np.ascontiguousarray(a, dtype=config.dtype) for a in (x, y, w1, b1, w2, b2)]
+    data, flat = initial_draws(config)
+    (w1, b1), (w2, b2) = Layout(config.sizes).unpack(flat)
+    return [np.ascontiguousarray(a, dtype=config.dtype) for a in (data.x, data.y, w1, b1, w2, b2)]
 
 
 class NumpyTutorial:
@@ -54,7 +53,6 @@ class _Torch:
 
         self.torch, self.config, self.backend = torch, config, backend
         self.device = torch.device("cuda" if backend.name == "cuda" else "cpu")
-        self.dtype = getattr(torch, config.dtype)
         self.host = start(config)
         self.k = loss_factor(config.loss, config.n, config.d_out)
         self.x, self.y = (torch.tensor(a, device=self.device) for a in self.host[:2])
@@ -198,11 +196,11 @@ def available(backend):
         if importlib.util.find_spec(module) is None:
             notes.append(f"{name}: skipped, {module} is not installed (make bench installs the peers: gpunet's extra [bench])")
             continue
-        if backend.name == "cuda" and name != "numpy-tutorial" and not _has_gpu(module):
+        if backend.name == "cuda" and module == "numpy":
+            continue  # NumPy has no GPU; its CPU row stands for it
+        if backend.name == "cuda" and not _has_gpu(module):
             notes.append(f"{name}: skipped on cuda, this {module} build has no CUDA device")
             continue
-        if backend.name == "cuda" and name == "numpy-tutorial":
-            continue  # NumPy has no GPU; its CPU row stands for it
         chosen.append((name, make))
     return chosen, notes
 

@@ -18,9 +18,7 @@ import numpy as np
 from gpunet import __version__
 from gpunet.agree import TOLERANCES, compare, difference
 from gpunet.backend import cpu_name
-from gpunet.data import check_random_state, synthetic_dataset
-from gpunet.model import init_params
-from gpunet.train import Trainer
+from gpunet.train import Trainer, initial_draws
 from gpunet.workloads import matmul_flops, needed_bytes
 
 CEILING_SIZE = 4096
@@ -46,8 +44,7 @@ class GpunetRunner:
         return self.result.final_loss
 
     def buffer_bytes(self):
-        t = self.trainer
-        return int(t.net.params.nbytes + t.net.grads.nbytes) + sum(w.bytes() for w in t.workspaces)
+        return self.trainer.buffer_bytes()
 
 
 def measure(runners, repeats=5, warmup=1, progress=None, settle=0.2, min_seconds=1.0):
@@ -116,9 +113,7 @@ def peak_training_bytes(config, backend):
     so that is its high-water mark).
     """
     config = replace(config, log_every=config.epochs)
-    rng = check_random_state(config.seed)
-    data = synthetic_dataset(config.n, config.d_in, config.d_out, rng, config.val_split, config.seed)
-    start = init_params(config.sizes, rng, config.init)
+    data, start = initial_draws(config)
     if backend.name == "cuda":
         pool = backend.xp.get_default_memory_pool()
         pool.free_all_blocks()

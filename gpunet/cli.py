@@ -17,8 +17,8 @@ from gpunet import predict as predict_mod
 from gpunet.agree import compare
 from gpunet.data import DEFAULT_SEED, table_dataset
 from gpunet.errors import GpunetError
-from gpunet.model import INITS, LOSSES
 from gpunet.files import atomic_write, check_writable, write_json
+from gpunet.model import INITS, LOSSES
 from gpunet.optim import OPTIMIZERS
 from gpunet.report import bench_table, describe, format_loss_line, format_rows, format_seconds
 from gpunet.tabular import read_table
@@ -342,8 +342,8 @@ def split_list(value):
 def check_cmd(ctx, workload, backends, device, reference, **options):
     """Train one configuration on several backends from the same start and compare them.
 
-    Compares the loss of every epoch and every final parameter tensor, as the max absolute and
-    max relative difference (relative to the tensor's largest magnitude), against a tolerance for
+    Compares the losses at the log points, the final loss and every final parameter tensor, as the
+    max absolute and max relative difference (relative to the tensor's largest magnitude), against a tolerance for
     the dtype: float64 1e-9 (summation order only), float32 5e-3 (rounding grows over epochs; a
     wrong gradient gives 1e-2 and more). Exit code 0 when all agree, 1 when any does not, 2 when a
     backend cannot be used.
@@ -434,7 +434,7 @@ def stderr_progress():
 @click.option("--backend", "backend_list", default="all", show_default=True,
               help="Comma-separated backends, or all (the CPU, plus CUDA when usable).")
 @click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")
-@click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1), help="Timed runs per workload and backend.")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1), help="Timed rounds per workload and backend.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write every figure to this JSON file.")
 @click.pass_context
 def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, **options):
@@ -444,8 +444,8 @@ def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, **option
     medium (n=8192, 256-1024-16, 20 epochs), large (n=4096, 1024-4096-1024, 3 epochs). Network options
     given on the command line change every selected workload.
 
-    Each workload runs once untimed, then --repeats times, the device synchronized before each clock
-    read; data generation and transfer are outside the timed region. Reports the median, min and max,
+    Each workload runs once untimed, then in --repeats rounds of back-to-back runs that add up to a
+    second, the device synchronized before each clock read; data generation and transfer are outside the timed region. Reports the median, min and max,
     time per epoch, GFLOP/s of the matrix products and their share of the backend's float32
     matrix-product ceiling (measured in the same run), and peak memory beside the bytes the math needs.
     Where two backends ran a workload, their results are compared as in `gpunet check`.
@@ -456,9 +456,7 @@ def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, **option
     if json_path:
         check_writable(json_path, "--json")
     names = split_list(workloads)
-    chosen = {}
-    for name in names:
-        chosen[name] = replace(Config(), **given) if name == "custom" else workload_config(name, **given)
+    chosen = {name: workload_config(name, **given) for name in names}
     resolved = resolve_backend_list(backend_list, device)
     report = bench(chosen, resolved, repeats=repeats, progress=stderr_progress())
     if sys.stderr.isatty():

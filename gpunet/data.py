@@ -73,14 +73,17 @@ def split_rng(seed):
 def synthetic_dataset(n, d_in, d_out, rng, val_split=0.0, seed=None):
     """The tutorial's synthetic data (drawn from `rng`), unscaled, with `val_split` of it held out."""
     x, y = synthetic(n, d_in, d_out, rng)
-    train, val = holdout(n, val_split, seed)
-    if val.size:
-        x, y, x_val, y_val = x[train], y[train], x[val], y[val]
-    else:
-        x_val = y_val = None
-    return Dataset(x, y, x_val, y_val,
-                   Scaler.identity(d_in), Scaler.identity(d_out),
+    return Dataset(*_split(x, y, holdout(n, val_split, seed)), Scaler.identity(d_in), Scaler.identity(d_out),
                    [f"x{i + 1}" for i in range(d_in)], [f"y{j + 1}" for j in range(d_out)])
+
+
+def _split(x, y, rows):
+    """(x, y, x_val, y_val) for (training rows, validation rows); without validation rows, x and y
+    as they are (no copy) and None."""
+    train, val = rows
+    if not val.size:
+        return x, y, None, None
+    return x[train], y[train], x[val], y[val]
 
 
 def holdout(n, fraction, seed):
@@ -109,6 +112,5 @@ def table_dataset(table, target=None, val_split=0.2, seed=None):
                         "there is nothing to learn")
     notes = [f"{table.path}: input column {input_names[c]!r} is constant on the training rows; left unscaled"
              for c in x_scaler.keep_constant_unscaled()]
-    xs, ys = x_scaler.transform(x), y_scaler.transform(y)
-    return Dataset(xs[train], ys[train], xs[val] if val.size else None, ys[val] if val.size else None,
+    return Dataset(*_split(x_scaler.transform(x), y_scaler.transform(y), (train, val)),
                    x_scaler, y_scaler, input_names, target_names, notes)

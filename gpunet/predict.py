@@ -35,10 +35,12 @@ def predict(model, x, backend):
     net = Network(backend, model.sizes, model.params, model.dtype)
     xs = model.x_scaler.transform(x)
     out = np.empty((len(x), model.sizes[-1]))
-    workspaces = {}
+    workspaces = {}  # one per chunk size: CHUNK, and the last chunk's
     for i in range(0, len(x), CHUNK):
         chunk = xs[i : i + CHUNK]
-        ws = workspaces.get(len(chunk)) or workspaces.setdefault(len(chunk), net.workspace(len(chunk)))
+        if len(chunk) not in workspaces:
+            workspaces[len(chunk)] = net.workspace(len(chunk))
+        ws = workspaces[len(chunk)]
         ws.load(chunk)
         out[i : i + len(chunk)] = backend.to_numpy(ws.forward()).T
     return model.y_scaler.inverse(out)

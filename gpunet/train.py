@@ -1,5 +1,6 @@
 """The training loop: epochs on the device, the loss reduced and copied to the host only where it is reported."""
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -21,7 +22,7 @@ DTYPES = ("float32", "float64")
 class Config:
     """What to train: the tutorial's experiment by default.
 
-    With a data file, n, d_in and d_out come from the file (n: its training rows).
+    With a data file, n, d_in and d_out come from the file (n: all its rows, validation included).
     """
 
     n: int = 100
@@ -63,9 +64,8 @@ class Config:
             )
         if not _finite(self.lr) or self.lr <= 0:
             raise ConfigError(f"--lr must be a finite number greater than 0, got {self.lr!r}")
-        for name, value in (("dtype", self.dtype), ("loss", self.loss), ("init", self.init),
-                            ("optimizer", self.optimizer)):
-            choices = {"dtype": DTYPES, "loss": LOSSES, "init": INITS, "optimizer": OPTIMIZERS}[name]
+        for name, choices in (("dtype", DTYPES), ("loss", LOSSES), ("init", INITS), ("optimizer", OPTIMIZERS)):
+            value = getattr(self, name)
             if value not in choices:
                 raise ConfigError(f"unknown --{name} {value!r}: choose one of {', '.join(choices)}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
@@ -147,6 +147,18 @@ class Result:
         return out
 
 
+def initial_draws(config, data=None):
+    """(data, flat initial parameters) for `config`, drawn on the host from its seed.
+
+    Without `data`, the tutorial's synthetic data are drawn first, then the parameters, from one
+    stream; with `data`, the parameters are the stream's first draws.
+    """
+    rng = check_random_state(config.seed)
+    if data is None:
+        data = synthetic_dataset(config.n, config.d_in, config.d_out, rng, config.val_split, config.seed)
+    return data, init_params(config.sizes, rng, config.init)
+
+
 class Trainer:
     """One configuration on one backend: data and buffers placed once, then `run` (again after `reset`).
 
@@ -158,31 +170,30 @@ class Trainer:
     """
 
     def __init__(self, config, backend, data=None, start=None):
-        rng = check_random_state(config.seed)
-        if data is None:
-            data = synthetic_dataset(config.n, config.d_in, config.d_out, rng, config.val_split, config.seed)
-        else:  # the sizes come from the data
+        if data is not None:  # the sizes come from the data
             rows = len(data.x) + (0 if data.x_val is None else len(data.x_val))
             config = replace(config, n=rows, d_in=data.x.shape[1], d_out=data.y.shape[1])
+        if start is None:
+            data, start = initial_draws(config, data)
         if config.batch_size is not None and config.batch_size > len(data.x):
             raise ConfigError(f"--batch-size {config.batch_size} is larger than the {len(data.x)} training rows")
-        self.config, self.backend, self.data = config, backend, data
-        self.start = init_params(config.sizes, rng, config.init) if start is None else start
-        try:
+        self.config, self.backend, self.data, self.start = config, backend, data, start
+        with self._out_of_memory():
             self._place()
-        except Exception as e:
-            raise _device_memory(e, backend, self.needed_bytes()) from None
 
     def _place(self):
         config, b, data = self.config, self.backend, self.data
         self.net = net = Network(b, config.sizes, self.start, config.dtype)
-        n, self.batch = len(data.x), config.batch_size or len(data.x)
-        if self.batch == n:  # the tutorial's full batch: the data lives in the one workspace
+        n, batch = len(data.x), config.batch_size or len(data.x)
+        self.full = batch == n
+        if self.full:  # the tutorial's full batch: the data lives in the one workspace
             self.workspaces = [net.workspace(n)]
             self.workspaces[0].load(data.x, data.y)
         else:  # mini-batches gather their rows from the data on the device
             self.x_t, self.y_t = b.asarray(data.x.T, config.dtype), b.asarray(data.y.T, config.dtype)
-            self.workspaces = [net.workspace(self.batch)] + ([net.workspace(n % self.batch)] if n % self.batch else [])
+            self.workspaces = [net.workspace(batch)] + ([net.workspace(n % batch)] if n % batch else [])
+        # an epoch's batches: (first row, the workspace of its size); only the last may be shorter
+        self.batches = [(i, self.workspaces[i + batch > n]) for i in range(0, n, batch)]
         self.val = None
         if data.x_val is not None:
             self.val = net.workspace(len(data.x_val))
@@ -197,6 +208,25 @@ class Trainer:
         state = {"sgd": 2, "momentum": 3, "adam": 5}[self.config.optimizer] * Layout(sizes).size
         rows = batch + (n if batch < n else 0) + (0 if self.data.x_val is None else len(self.data.x_val))
         return item * (state + per_row * rows)
+
+    def buffer_bytes(self):
+        """Bytes of the buffers placed on the backend: parameters, gradients, data and workspaces."""
+        bufs = [self.net.params, self.net.grads] + ([] if self.full else [self.x_t, self.y_t])
+        spaces = self.workspaces + ([] if self.val is None else [self.val])
+        return sum(int(b.nbytes) for b in bufs) + sum(w.bytes() for w in spaces)
+
+    @contextlib.contextmanager
+    def _out_of_memory(self):
+        """Turn CUDA's out-of-memory error into a DeviceMemoryError that says how much was needed."""
+        try:
+            yield
+        except Exception as e:
+            if not self.backend.out_of_memory(e):
+                raise
+            raise DeviceMemoryError(
+                f"the GPU ran out of memory: this run needs about {self.needed_bytes() / 2**20:.0f} MiB of "
+                "buffers; try a smaller --batch-size (or fewer --hidden units)"
+            ) from None
 
     def reset(self):
         """Put the initial parameters back (to train again from the same start)."""
@@ -216,30 +246,24 @@ class Trainer:
             Diverged: a loss was not finite at a log point or at the end.
             DeviceMemoryError: the GPU ran out of memory.
         """
-        try:
+        with self._out_of_memory():
             return self._run(on_log, stop, progress, copy_params)
-        except (Diverged, KeyboardInterrupt):
-            raise
-        except Exception as e:
-            raise _device_memory(e, self.backend, self.needed_bytes()) from None
 
     def _run(self, on_log, stop, progress, copy_params):
         config, b, xp, net = self.config, self.backend, self.backend.xp, self.net
         n, d_out = len(self.data.x), config.d_out
         opt = make_optimizer(config.optimizer, net, config.lr, config.momentum, config.beta1, config.beta2,
                              config.eps)
-        mean = config.loss == "mse"
-        # per batch: dLoss/dparams with loss = k * SSE, k the batch's mean factor for mse
-        scales = [opt.grad_scale * (1 / (w.n * d_out) if mean else 1.0) for w in self.workspaces]
+        # per batch: (first row, workspace, gradient scale); the loss is k * SSE, k the batch's for mse
+        plan = [(i, w, opt.grad_scale * loss_factor(config.loss, w.n, d_out)) for i, w in self.batches]
         k_epoch = loss_factor(config.loss, n, d_out)
-        batches = [(i, min(self.batch, n - i)) for i in range(0, n, self.batch)]
-        sse = xp.zeros((len(batches), 1), net.dtype)
+        sse = xp.zeros((len(plan), 1), net.dtype)
         val_sse = xp.zeros((1, 1), net.dtype)
         every, last = config.log_every, config.epochs
         losses, val_losses, loss, t = [], [], math.nan, 0
-        full = len(batches) == 1
+        full = self.full
         if full:
-            ws, scale = self.workspaces[0], scales[0]
+            _, ws, scale = plan[0]
         else:
             shuffle = np.random.default_rng([config.seed, 2])  # the batches' order, the same on every backend
 
@@ -253,10 +277,9 @@ class Trainer:
                     opt.step()
                 else:
                     rows = b.asarray(shuffle.permutation(n))  # one small copy per epoch
-                    for j, (i, size) in enumerate(batches):
-                        w = self.workspaces[size != self.batch]
-                        w.gather(self.x_t, self.y_t, rows[i : i + size])
-                        w.gradient(scales[size != self.batch], sse[j : j + 1] if log else None)
+                    for j, (i, w, w_scale) in enumerate(plan):
+                        w.gather(self.x_t, self.y_t, rows[i : i + w.n])
+                        w.gradient(w_scale, sse[j : j + 1] if log else None)
                         opt.step()
                 if log:
                     loss = self._reported(sse, k_epoch, t, losses)
@@ -273,7 +296,7 @@ class Trainer:
                     break
             interrupted = t < last
             if interrupted:
-                loss = self._reported(self._loss_pass(batches, sse), k_epoch, t, losses)
+                loss = self._reported(self._loss_pass(sse), k_epoch, t, losses)
         b.synchronize()
         seconds = time.perf_counter() - start
         flat = b.to_numpy(net.params).copy() if copy_params else None
@@ -296,25 +319,14 @@ class Trainer:
         self.val.residual(out)
         return loss_factor(self.config.loss, self.val.n, self.config.d_out) * float(self.backend.to_numpy(out)[0, 0])
 
-    def _loss_pass(self, batches, sse):
+    def _loss_pass(self, sse):
         """The SSE of the current parameters over the training rows, batch by batch, without an update."""
-        for j, (i, size) in enumerate(batches):
-            w = self.workspaces[size != self.batch]
-            if len(batches) > 1:
-                w.gather(self.x_t, self.y_t, self.backend.asarray(np.arange(i, i + size)))
+        for j, (i, w) in enumerate(self.batches):
+            if not self.full:
+                w.gather(self.x_t, self.y_t, self.backend.asarray(np.arange(i, i + w.n)))
             w.forward()
             w.residual(sse[j : j + 1])
         return sse
-
-def _device_memory(e, backend, needed):
-    """DeviceMemoryError for a CUDA out-of-memory error; anything else unchanged."""
-    if not backend.out_of_memory(e):
-        return e
-    return DeviceMemoryError(
-        f"the GPU ran out of memory: this run needs about {needed / 2**20:.0f} MiB of buffers; "
-        "try a smaller --batch-size (or fewer --hidden units)"
-    )
-
 
 def train(config=None, backend="auto", device=0, data=None, on_log=None, stop=None, progress=None, **options):
     """Train a network and return a Result.

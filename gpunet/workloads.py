@@ -16,9 +16,11 @@ WORKLOADS = {
 
 
 def workload(name, **changes):
-    """The named workload's Config, with `changes` applied."""
+    """The named workload's Config, with `changes` applied; `custom` is the tutorial's, changed."""
+    if name == "custom":
+        return replace(Config(), **changes)
     if name not in WORKLOADS:
-        raise ConfigError(f"unknown workload {name!r}: choose from {', '.join(WORKLOADS)}")
+        raise ConfigError(f"unknown workload {name!r}: choose from {', '.join(WORKLOADS)}, custom")
     return replace(WORKLOADS[name], **changes)
 
 

@@ -16,14 +16,15 @@ from hypothesis import strategies as st
 from gpunet import checkpoint, train
 from gpunet.cli import cli
 from gpunet.data import table_dataset
-from gpunet.errors import DataError
+from gpunet.backend import resolve
+from gpunet.errors import DataError, DeviceMemoryError
 from gpunet.files import atomic_write
 from gpunet.gradcheck import finite_difference, generic_network
 from gpunet.model import loss_factor
 from gpunet.optim import make_optimizer
 from gpunet.predict import columns, predict
 from gpunet.tabular import read_table
-from gpunet.train import Config, Trainer, _device_memory
+from gpunet.train import Config, Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -206,8 +207,6 @@ def first_step(optimizer, g, lr, momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8)
     seed=st.integers(0, 2**16),
 )
 def test_property_gradients_and_first_steps_match_finite_differences(hidden, d_in, d_out, batch, optimizer, loss, seed):
-    from gpunet.backend import resolve
-
     ws = generic_network(resolve("cpu"), [d_in, *hidden, d_out], n=batch, seed=seed)
     k = loss_factor(loss, batch, d_out)
     numeric = finite_difference(ws, k)
@@ -255,8 +254,6 @@ def test_model_saved_on_one_backend_predicts_the_same_on_the_cpu(tmp_path, backe
     model = checkpoint.load(str(tmp_path / "m.npz"))
     np.testing.assert_array_equal(model.params, result.flat_params)
     x = np.random.default_rng(5).standard_normal((40, 3))
-    from gpunet.backend import resolve
-
     np.testing.assert_allclose(predict(model, x, backend), predict(model, x, resolve("cpu")), rtol=1e-5, atol=1e-5)
     # by position: a CSV of the three inputs without the model's names
     path = tmp_path / "x.csv"
@@ -377,15 +374,23 @@ def test_ctrl_c_stops_prints_the_loss_saves_and_exits_130(tmp_path):
     assert checkpoint.load(str(model)).sizes == [3, 32, 1]
 
 
-def test_out_of_device_memory_names_the_size_and_the_fix():
+def test_out_of_device_memory_names_the_size_and_the_fix(monkeypatch):
     class FakeCuda:
         def out_of_memory(self, error):
             return isinstance(error, MemoryError)
 
-    err = _device_memory(MemoryError("out of memory"), FakeCuda(), 3 * 2**30)
-    assert err.exit_code == 6 and "3072 MiB" in str(err) and "--batch-size" in str(err)
+    trainer = Trainer(Config(), resolve("cpu"))
+    trainer.backend = FakeCuda()
+    monkeypatch.setattr(trainer, "needed_bytes", lambda: 3 * 2**30)
+    with pytest.raises(DeviceMemoryError) as err:
+        with trainer._out_of_memory():
+            raise MemoryError("out of memory")
+    assert err.value.exit_code == 6 and "3072 MiB" in str(err.value) and "--batch-size" in str(err.value)
     other = ValueError("a bug")
-    assert _device_memory(other, FakeCuda(), 1) is other
+    with pytest.raises(ValueError) as err:
+        with trainer._out_of_memory():
+            raise other
+    assert err.value is other
 
 
 def test_dataerror_names_the_file_for_column_problems(csv_file):

@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 
 from gpunet import Config, train
-from gpunet.data import check_random_state, synthetic, true_coefficients
-from gpunet.model import Layout, init_params
+from gpunet.data import synthetic, true_coefficients
+from gpunet.model import Layout
+from gpunet.train import initial_draws
 from tests.tutorial_reference import tutorial
 
 
 def tutorial_start(config, dtype):
     """The data and initial parameters gpunet draws for `config`, as the tutorial's variables."""
-    rng = check_random_state(config.seed)
-    x, y = synthetic(config.n, config.d_in, config.d_out, rng)
-    (w1, b1), (w2, b2) = Layout(config.sizes).unpack(init_params(config.sizes, rng, config.init))
-    return [a.astype(dtype) for a in (x, y, w1, w2, b1, b2)]
+    data, start = initial_draws(config)
+    (w1, b1), (w2, b2) = Layout(config.sizes).unpack(start)
+    return [a.astype(dtype) for a in (data.x, data.y, w1, w2, b1, b2)]
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 2e-4)])
