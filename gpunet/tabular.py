@@ -1,82 +1,162 @@
-"""Tables of numbers from files (CSV with a header, .npy, .npz), target columns, and standardisation."""
+"""Tables from data files (CSV, Parquet, Feather / Arrow, .npy, .npz, folders and globs), target columns, and standardisation."""
 
-import csv
+import bisect
+import math
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpunet import readers
 from gpunet.errors import DataError
 
-FORMATS = (".csv", ".npy", ".npz")
+FORMATS = readers.FORMATS + (".npy", ".npz")
+TEXT_ONLY_AS_LABELS = "text is only accepted as class labels (the target of --loss ce)"
 
 
 @dataclass
 class Table:
-    """Named numeric columns: `values` is a float64 array of shape (rows, len(names))."""
+    """Named columns read from data files, one 1-D NumPy array each.
+
+    A numeric column is int64 or float64, a text column an array of str. Text and empty cells are fine
+    in a table; they are errors where a column is used as numbers (`numeric`), and an empty cell is one
+    where it is used as class labels (`labels`).
+
+    Attributes:
+        names: the column names.
+        columns: one array per column, all of the same length.
+        path: what was read (a file, a folder or a glob).
+        empty: for a numeric column with empty cells, its index -> the first such row.
+        files: (file, its first row) for each file of the table, in order; empty for one file at `path`.
+    """
 
     names: list
-    values: np.ndarray
+    columns: list
     path: str = ""
+    empty: dict = field(default_factory=dict, repr=False)
+    files: list = field(default_factory=list, repr=False)
+
+    @property
+    def rows(self):
+        return len(self.columns[0]) if self.columns else 0
+
+    @property
+    def values(self):
+        """Every column as numbers: float64 of shape (rows, columns)."""
+        return self.numeric(range(len(self.names)))
+
+    def numeric(self, indices):
+        """The columns at `indices` as one float64 array of shape (rows, len(indices)).
+
+        Raises:
+            DataError: naming the file, row and column of the first empty cell, non-number or
+                non-finite value, or a column that holds text.
+        """
+        indices = list(indices)
+        out = np.empty((self.rows, len(indices)))
+        faults = []
+        for k, j in enumerate(indices):
+            if self.columns[j].dtype.kind in "iuf":
+                out[:, k] = self.columns[j]
+                fault = self._fault(j, out[:, k])
+            else:
+                fault = self._parse(j, out[:, k])
+            if fault:
+                faults.append((fault[0], j, fault[1]))
+        if faults:
+            row, j, what = min(faults)
+            raise DataError(f"{self._where(row)}, column {j + 1} ({self.names[j]}) {what}")
+        return out
+
+    def labels(self, index):
+        """The column at `index` as it is (int64, float64 or str), for class labels.
+
+        Raises:
+            DataError: naming the file, row and column of the first empty cell or non-finite value.
+        """
+        col = self.columns[index]
+        if col.dtype.kind in "iuf":
+            fault = self._fault(index, col)
+        else:
+            row = next((r for r, cell in enumerate(col) if not cell.strip()), None)
+            fault = None if row is None else (row, "is empty")
+        if fault:
+            raise DataError(f"{self._where(fault[0])}, column {index + 1} ({self.names[index]}) {fault[1]}")
+        return col
+
+    def _fault(self, j, values):
+        """(row, what) of the first empty or non-finite cell of numeric column j, or None."""
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            return None
+        row = int(bad.argmax())
+        if self.empty.get(j, row + 1) <= row:
+            return row, "is empty"
+        return row, f"is not finite: {values[row]}"
+
+    def _parse(self, j, out):
+        """Text column j read as numbers into `out`; (row, what) of its first cell that is not a finite number."""
+        col = self.columns[j]
+        try:
+            out[:] = col.astype(np.float64)
+            return self._fault(j, out)
+        except ValueError:
+            pass
+        row, what = next((r, w) for r, w in enumerate(map(_cell_fault, col)) if w)
+        if what.startswith("is not a number") and not any(_cell_fault(c) is None for c in col):
+            what = f"holds text ({col[row].strip()!r}); {TEXT_ONLY_AS_LABELS}"
+        return row, what
+
+    def _where(self, row):
+        """'file: row N' for 0-based table row `row`, N counted as the file counts it (a CSV's header is row 1)."""
+        files = self.files or [(self.path, 0)]
+        path, start = files[bisect.bisect_right([s for _, s in files], row) - 1]
+        return f"{path}: row {readers.row_number(path, row - start)}"
+
+
+def _cell_fault(cell):
+    """What is wrong with a text cell used as a number, or None."""
+    try:
+        v = float(cell)
+    except ValueError:
+        return "is empty" if not cell.strip() else f"is not a number: {cell.strip()!r}"
+    return None if math.isfinite(v) else f"is not finite: {cell.strip()}"
 
 
 def read_table(path):
-    """Read a CSV (header row, numeric cells), a 2-D .npy, or an .npz holding one 2-D array.
+    """Read a table: a CSV (header row), Parquet, Feather / Arrow file, a folder or glob of them, or a .npy / .npz.
+
+    A folder's data files (not those whose names start with '.' or '_') or a glob's matches are read in
+    file-name order as one table; they must have the same column names. An .npy is a 2-D array, an
+    .npz holds one; their columns are named c0, c1, ...
 
     Raises:
         DataError: naming the file, and the row and column where one is at fault.
     """
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in FORMATS:
-        raise DataError(f"{path}: unknown file type {ext or '(none)'}: use one of {', '.join(FORMATS)}")
-    try:
-        table = _read_csv(path) if ext == ".csv" else _read_numpy(path)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    if table.values.shape[0] == 0:
+    files = readers.expand(path)
+    exts = [os.path.splitext(f)[1].lower() for f in files]
+    if len(files) == 1 and exts[0] in (".npy", ".npz"):
+        table = _read_numpy(files[0])
+    else:
+        numpy_file = next((f for f, e in zip(files, exts) if e in (".npy", ".npz")), None)
+        if numpy_file:
+            raise DataError(f"{numpy_file}: .npy and .npz files are read one at a time; for several files use "
+                            "Parquet, Feather or CSV")
+        names, columns, empty, starts = readers.read_columns(files)
+        table = Table(names, columns, path, empty, list(zip(files, starts)) if len(files) > 1 else [])
+    if table.rows == 0:
         raise DataError(f"{path}: no data rows")
-    if table.values.shape[1] == 0:
+    if not table.names:
         raise DataError(f"{path}: no columns")
     return table
-
-
-def _read_csv(path):
-    with open(path, newline="") as f:
-        rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None:
-            raise DataError(f"{path}: the file is empty; expected a header row and data rows")
-        names = [h.strip() for h in header]
-        if any(not n for n in names):
-            raise DataError(f"{path}: row 1 (the header): column {names.index('') + 1} has no name")
-        if len(set(names)) < len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            raise DataError(f"{path}: row 1 (the header): column name {dup!r} appears twice")
-        data = []
-        for line, row in enumerate(rows, start=2):
-            if not row or all(not c.strip() for c in row):
-                continue  # blank lines, such as a trailing one
-            if len(row) != len(names):
-                raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(names)}")
-            values = []
-            for col, cell in enumerate(row):
-                try:
-                    values.append(float(cell))
-                except ValueError:
-                    what = "is empty" if not cell.strip() else f"is not a number: {cell.strip()!r}"
-                    raise DataError(f"{path}: row {line}, column {col + 1} ({names[col]}) {what}") from None
-                if not np.isfinite(values[-1]):
-                    raise DataError(f"{path}: row {line}, column {col + 1} ({names[col]}) is not finite: {cell.strip()}")
-            data.append(values)
-    return Table(names, np.array(data, dtype=np.float64).reshape(len(data), len(names)), path)
 
 
 def _read_numpy(path):
     try:
         loaded = np.load(path, allow_pickle=False)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     except (ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: not a readable NumPy file ({e})") from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -91,12 +171,8 @@ def _read_numpy(path):
         raise DataError(f"{path}: the array has {array.ndim} dimensions; gpunet reads 2-D (rows x columns)")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise DataError(f"{path}: the array holds {array.dtype}, not real numbers")
-    values = array.astype(np.float64)
-    bad = np.argwhere(~np.isfinite(values))
-    if bad.size:
-        r, c = bad[0]
-        raise DataError(f"{path}: row {r + 1}, column {c + 1} is not finite: {values[r, c]}")
-    return Table([f"c{i}" for i in range(values.shape[1])], values, path)
+    values = array.astype(np.float64, copy=False)
+    return Table([f"c{i}" for i in range(values.shape[1])], list(values.T), path)
 
 
 def column_indices(table, spec):
@@ -127,7 +203,7 @@ def split_columns(table, target=None):
     if not inputs:
         raise DataError(f"{table.path}: every column is a target; at least one input column is needed")
     names = table.names
-    return table.values[:, inputs], table.values[:, t], [names[i] for i in inputs], [names[i] for i in t]
+    return table.numeric(inputs), table.numeric(t), [names[i] for i in inputs], [names[i] for i in t]
 
 
 @dataclass
