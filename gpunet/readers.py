@@ -68,9 +68,9 @@ def read_columns(files):
         col = table.column(0)
         table = table.remove_column(0)  # so that each Arrow column is freed once it is copied
         if col.null_count:
-            empty[j] = pc.index(col.is_null(), True).as_py()
+            empty[j] = pc.index(pc.is_null(col), True).as_py()
         if pa.types.is_string(col.type):
-            columns.append(col.fill_null("").to_numpy(zero_copy_only=False))
+            columns.append(pc.fill_null(col, "").to_numpy(zero_copy_only=False))
         else:
             columns.append(col.to_numpy())
     return names, columns, empty, starts
