@@ -1,16 +1,17 @@
 """The array-module shim: the only place that imports CuPy.
 
-`resolve("cpu" | "cuda" | "auto", device)` returns a `Backend` whose `xp` is NumPy or CuPy.
+`resolve("cpu" | "cuda" | "auto", device, tf32)` returns a `Backend` whose `xp` is NumPy or CuPy.
 The network is written once against `backend.xp` and the few helpers here.
 """
 
+import importlib.metadata
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from gpunet.errors import BackendUnavailable
+from gpunet.errors import BackendUnavailable, ConfigError
 
 BACKENDS = ("cpu", "cuda", "auto")
 ENV_VAR = "GPUNET_BACKEND"
@@ -30,6 +31,7 @@ class Backend:
         device: a human-readable device name (CPU model or GPU name).
         index: the CUDA device index, or None on the CPU.
         note: why `auto` chose this backend (empty when it was asked for by name).
+        tf32: whether float32 matrix products may round their inputs to TF32 (CUDA only; see `resolve`).
     """
 
     name: str
@@ -37,12 +39,13 @@ class Backend:
     device: str
     index: int | None = None
     note: str = field(default="", compare=False)
-    # matmul(a, b, out=o): o[...] = a @ b, `o` C-contiguous of the exact dtype and shape. NumPy's dot is
-    # its cheapest call for this (PERF-NOTES); CuPy's matmul writes in place. Chosen once, not per call.
+    tf32: bool = False
+    # matmul(a, b, out=o): o[...] = a @ b, `o` C-contiguous of the exact dtype and shape, written in place.
     matmul: object = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "matmul", self.xp.matmul if self.name == "cuda" else np.dot)
+        # dot on both: NumPy's cheapest call (PERF-NOTES); CuPy's matmul is its dot behind a gufunc wrapper (13.x) or checks (14.x)
+        object.__setattr__(self, "matmul", self.xp.dot)
 
     def take(self, a, rows, out):
         """out[...] = a[:, rows]: gather columns on the device, into `out` without a temporary."""
@@ -95,8 +98,44 @@ def _cpu():
     return Backend("cpu", np, cpu_name())
 
 
+def _prove(cupy):
+    """Run a tiny matrix product (cuBLAS) and an elementwise kernel (NVRTC) on the current device; raise if either fails."""
+    a = cupy.asarray(np.array([[1.0, 2.0], [3.0, 4.0]], np.float32))
+    out = cupy.empty((2, 2), np.float32)
+    cupy.dot(a, a.T, out=out)  # loads cuBLAS and makes the device's handle
+    cupy.multiply(out, 0.5, out=out)  # compiles (or loads from CuPy's cache, which still needs NVRTC) one kernel
+    got = cupy.asnumpy(out)  # waits for both
+    if not np.array_equal(got, np.array([[2.5, 5.5], [5.5, 12.5]], np.float32)):
+        raise RuntimeError(f"a 2x2 test product gave {got.tolist()}")
+
+
+def _libraries_hint():
+    """The fix for CUDA libraries that CuPy cannot find (cuBLAS, NVRTC), naming the CuPy wheel installed."""
+    wheel = "cupy-cuda13x"
+    for candidate in ("cupy-cuda12x", "cupy-cuda13x"):
+        try:
+            importlib.metadata.version(candidate)
+            wheel = candidate
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return f"install CuPy's CUDA libraries: pip install '{wheel}[ctk]>=14' (or a CUDA Toolkit), or use --backend cpu"
+
+
+def _set_tf32(cupy, index, tf32):
+    """Set CuPy's float32 matrix-product compute type for this process: TF32 when asked, else plain float32."""
+    # CuPy reads $CUPY_TF32 once, at its first float32 product, into this per-process setting
+    # (cupy/_core/_routines_linalg.pyx, 13.x and 14.x); setting it here overrides the environment either way.
+    linalg = cupy._core._routines_linalg
+    if tf32:
+        cc = int(cupy.cuda.Device(index).compute_capability)
+        if cc < 80:
+            raise ConfigError(f"--tf32 needs a GPU of compute capability 8.0 or newer; device {index} has "
+                              f"{cc // 10}.{cc % 10}: drop --tf32")
+    linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if tf32 else linalg.COMPUTE_TYPE_DEFAULT)
+
+
 def _cuda(device):
-    """The CUDA backend on `device`, or BackendUnavailable saying why not."""
+    """The CUDA backend on `device` with TF32 off, proven usable, or BackendUnavailable saying why not."""
     try:
         import cupy
     except ImportError:
@@ -117,8 +156,17 @@ def _cuda(device):
     try:
         cupy.cuda.Device(device).use()
         name = cupy.cuda.runtime.getDeviceProperties(device)["name"]
+        _set_tf32(cupy, device, False)
     except RuntimeError as e:
         raise BackendUnavailable(f"CUDA device {device} cannot be used: {e}") from None
+    try:
+        _prove(cupy)
+    except (ImportError, RuntimeError, cupy.cuda.compiler.CompileException) as e:
+        # a CuPy 14 wheel without its libraries: ImportError (cuBLAS), RuntimeError (NVRTC): 'Failure finding "libcublasLt.so.13...'
+        reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackendUnavailable(
+            f"CUDA device {device} failed a test product ({reason}); {_libraries_hint()}"
+        ) from None
     name = name.decode() if isinstance(name, bytes) else str(name)
     return Backend("cuda", cupy, name, device)
 
@@ -128,18 +176,26 @@ def default_backend():
     return os.environ.get(ENV_VAR, "auto")
 
 
-def resolve(name="auto", device=0):
+def resolve(name="auto", device=0, tf32=False):
     """Turn a backend name and device index into a usable `Backend`.
+
+    CUDA counts as usable once a tiny matrix product and an elementwise kernel have run on the device.
 
     Args:
         name: "cpu", "cuda" or "auto" (CUDA when usable, else the CPU).
         device: the CUDA device index; ignored on the CPU.
+        tf32: on CUDA, let float32 matrix products round their inputs to TF32 (10-bit mantissa) on tensor
+            cores: faster, and float32 results then differ from the CPU's by more than rounding. Off by
+            default, and off means off: a `CUPY_TF32=1` in the environment is overridden, so float32 results
+            do not depend on it. CuPy keeps this setting per process: the last CUDA backend resolved sets it.
+            Ignored on the CPU (the Backend's `tf32` is then False).
 
     Returns:
         A Backend. For "auto", its `note` says which backend was chosen and why.
 
     Raises:
         BackendUnavailable: the name is unknown, or CUDA was asked for and cannot be used.
+        ConfigError: tf32 on a GPU older than compute capability 8.0 (Ampere).
     """
     name = (name or "auto").lower()
     if name not in BACKENDS:
@@ -147,10 +203,15 @@ def resolve(name="auto", device=0):
     if name == "cpu":
         return _cpu()
     if name == "cuda":
-        return _cuda(device)
-    try:
         b = _cuda(device)
-    except BackendUnavailable as e:
-        reason = str(e).split(";", 1)[0]  # the cause, without the fix for `--backend cuda`
-        return Backend("cpu", np, cpu_name(), note=f"auto: using the CPU ({reason})")
-    return Backend(b.name, b.xp, b.device, b.index, note=f"auto: using CUDA device {device} ({b.device})")
+    else:
+        try:
+            b = _cuda(device)
+        except BackendUnavailable as e:
+            reason = str(e).split(";", 1)[0]  # the cause, without the fix for `--backend cuda`
+            return Backend("cpu", np, cpu_name(), note=f"auto: using the CPU ({reason})")
+        b = replace(b, note=f"auto: using CUDA device {device} ({b.device})")
+    if tf32:
+        _set_tf32(b.xp, device, True)
+        b = replace(b, tf32=True)
+    return b

@@ -104,27 +104,54 @@ def matmul_ceiling(backend, size=CEILING_SIZE, repeats=3):
     return 2 * size**3 / statistics.median(runs) / 1e9
 
 
+class PoolHighWater:
+    """A CuPy memory hook's arithmetic: the most bytes the memory pool had in use at once while it was registered.
+
+    CuPy calls `malloc_postprocess` when the pool hands out a block and `free_postprocess` when a block comes
+    back (cupy/cuda/memory.pyx, 13.x and 14.x), with the block's rounded size, the same figure as the pool's
+    `used_bytes()`. Blocks the pool keeps but does not use, and memory outside the pool (cuBLAS's workspace,
+    the CUDA context) are not counted.
+    """
+
+    name = "gpunet.PoolHighWater"
+
+    def __init__(self, in_use=0):
+        self.start = self.in_use = self.peak = in_use
+
+    def malloc_postprocess(self, mem_size, mem_ptr, **_):
+        if mem_ptr:  # 0: the allocation failed
+            self.in_use += mem_size
+            self.peak = max(self.peak, self.in_use)
+
+    def free_postprocess(self, mem_size, **_):
+        self.in_use -= mem_size
+
+    def peak_above_start(self):
+        """Bytes in use at the high-water mark, above those in use when the hook was made."""
+        return self.peak - self.start
+
+
+def pool_high_water(xp):
+    """A PoolHighWater as a `cupy.cuda.MemoryHook` (registered in a `with` block), counting from the pool's use now."""
+    hook = type("PoolHighWaterHook", (PoolHighWater, xp.cuda.MemoryHook), {})  # MemoryHook: registration, no-ops
+    return hook(xp.get_default_memory_pool().used_bytes())
+
+
 def peak_training_bytes(config, backend):
     """Peak memory while placing the data, building the network's buffers and training once.
 
     The data and initial parameters are drawn on the host first and not counted, nor is the copy of
-    the final parameters handed back. On the CPU: the peak of the allocations traced by tracemalloc (NumPy reports its
-    own). On CUDA: the bytes CuPy's memory pool holds afterwards (it keeps every block it was given,
-    so that is its high-water mark).
+    the final parameters handed back. On the CPU: the peak of the allocations traced by tracemalloc (NumPy
+    reports its own). On CUDA: the high-water mark of the bytes in use in CuPy's memory pool (`PoolHighWater`),
+    above those in use before.
     """
     config = replace(config, log_every=config.epochs)
     data, start = initial_draws(config)
     if backend.name == "cuda":
-        pool = backend.xp.get_default_memory_pool()
-        pool.free_all_blocks()
-        base = pool.total_bytes()
-        trainer = Trainer(config, backend, data, start)
-        trainer.run(copy_params=False)
-        backend.synchronize()
-        peak = pool.total_bytes() - base
-        del trainer
-        pool.free_all_blocks()
-        return peak
+        with pool_high_water(backend.xp) as hook:
+            Trainer(config, backend, data, start).run(copy_params=False)
+            backend.synchronize()
+        return hook.peak_above_start()
     tracemalloc.start()
     try:
         Trainer(config, backend, data, start).run(copy_params=False)
