@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from gpunet.model import Layout, loss_factor
+from gpunet.losses import loss_factor
+from gpunet.model import Layout
 from gpunet.train import initial_draws
 from tests.tutorial_reference import tutorial
 

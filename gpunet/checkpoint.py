@@ -13,7 +13,9 @@ from gpunet.files import atomic_write
 from gpunet.model import Layout
 from gpunet.tabular import Scaler
 
-FORMAT = 1  # bump when a reader of the old format could not read the new one
+# bump when a reader of the old format could not read the new one. 2: the activation (in config) may be
+# other than ReLU, and a classifier's classes; format 1 files (ReLU regressors) still load.
+FORMAT = 2
 KEYS = ("gpunet_format", "gpunet_version", "sizes", "params", "x_mean", "x_scale", "y_mean", "y_scale",
         "input_names", "target_names", "config")
 
@@ -26,9 +28,10 @@ class SavedModel:
         sizes: layer widths [d_in, *hidden, d_out].
         params: flat parameters (NumPy, in the dtype it was trained in).
         x_scaler, y_scaler: the standardisation of inputs and targets, from the training rows.
-        input_names, target_names: column names.
+        input_names, target_names: column names (a classifier: its one label column).
         config: the training configuration, as a dict.
         version: the gpunet version that wrote it.
+        classes: a classifier's sorted class labels (numbers or text), one per output; None for regression.
     """
 
     sizes: list
@@ -39,10 +42,19 @@ class SavedModel:
     target_names: list
     config: dict
     version: str = __version__
+    classes: np.ndarray | None = None
 
     @property
     def dtype(self):
         return self.params.dtype
+
+    @property
+    def loss(self):
+        return self.config.get("loss", "sse")
+
+    @property
+    def activation(self):
+        return self.config.get("activation", "relu")
 
 
 def save(path, model):
@@ -61,6 +73,7 @@ def save(path, model):
                 input_names=np.array(model.input_names, dtype=str),
                 target_names=np.array(model.target_names, dtype=str),
                 config=np.array(json.dumps(model.config)),
+                **({} if model.classes is None else {"classes": np.asarray(model.classes)}),
             )
 
     atomic_write(path, write, suffix=".npz")
@@ -95,11 +108,14 @@ def load(path):
             if missing:
                 raise ModelFileError(f"{path}: not a complete gpunet model (missing {', '.join(missing)})")
             data = {k: f[k] for k in KEYS}
+            classes = f["classes"] if "classes" in f else None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise ModelFileError(f"{path}: truncated or corrupt model file ({type(e).__name__}: {e})") from None
     sizes = [int(s) for s in data["sizes"]]
     if len(sizes) < 2 or min(sizes) < 1 or data["params"].shape != (Layout(sizes).size,):
         raise ModelFileError(f"{path}: corrupt model file (parameters do not match the layer sizes {sizes})")
+    if classes is not None and classes.shape != (sizes[-1],):
+        raise ModelFileError(f"{path}: corrupt model file ({classes.size} classes for {sizes[-1]} outputs)")
     if not np.all(np.isfinite(data["params"])):
         raise ModelFileError(f"{path}: corrupt model file (non-finite parameters)")
     return SavedModel(
@@ -111,4 +127,5 @@ def load(path):
         target_names=[str(n) for n in data["target_names"]],
         config=json.loads(str(data["config"])),
         version=str(data["gpunet_version"]),
+        classes=classes,
     )

@@ -1,6 +1,7 @@
 """The `gpunet` command line: parses options, calls the library, prints. No math here."""
 
 import contextlib
+import io
 import json
 import signal
 import sys
@@ -18,11 +19,13 @@ from gpunet.agree import compare
 from gpunet.data import DEFAULT_SEED, table_dataset
 from gpunet.errors import GpunetError
 from gpunet.files import atomic_write, check_writable, write_json
-from gpunet.model import INITS, LOSSES
+from gpunet.config import HIDDEN_ACTIVATIONS
+from gpunet.losses import LOSSES
+from gpunet.model import INITS
 from gpunet.optim import OPTIMIZERS
-from gpunet.report import bench_table, describe, format_loss_line, format_rows, format_seconds
+from gpunet.report import bench_table, class_report, describe, format_loss_line, format_rows, summary_line
 from gpunet.tabular import read_table
-from gpunet.train import DTYPES, Config, train
+from gpunet.train import DTYPES, Config, sized_for, train
 from gpunet.workloads import workload as workload_config
 
 
@@ -97,8 +100,11 @@ def network_options(f):
             default=d.loss,
             show_default=True,
             type=click.Choice(LOSSES),
-            help="sse: sum of squared errors (the tutorial's); mse: their mean.",
+            help="sse: sum of squared errors (the tutorial's); mse: their mean; ce: softmax cross-entropy "
+            "over the --d-out classes (a classifier), averaged over the rows.",
         ),
+        click.option("--activation", default=d.activation, show_default=True, type=click.Choice(HIDDEN_ACTIVATIONS),
+                     help="The hidden layers' activation (relu is the tutorial's)."),
         click.option(
             "--init",
             default=d.init,
@@ -130,6 +136,10 @@ def training_options(f):
         click.option("--eps", default=d.eps, show_default=True, type=float, help="Adam's epsilon."),
         click.option("--val-split", type=float, default=None, help="Fraction of rows held out for validation, "
                      "drawn from the seed  [default: 0.2 with --data, else 0]"),
+        click.option("--weight-decay", default=d.weight_decay, show_default=True, type=float,
+                     help="L2 penalty L: adds L/2 * sum(w^2) over the weights (not the biases) to the loss."),
+        click.option("--early-stop", type=int, default=None, help="Stop when the validation loss has not improved "
+                     "for this many log points, and keep the best epoch's parameters (needs validation rows)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -157,7 +167,7 @@ def use_backend(name, device, quiet=False):
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gpunet")
 def cli():
-    """Train a fully-connected ReLU network with hand-written gradients, on the GPU (CuPy) or the CPU (NumPy)."""
+    """Train a fully-connected network with hand-written gradients, on the GPU (CuPy) or the CPU (NumPy)."""
 
 
 @cli.command("train")
@@ -193,21 +203,7 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
             check_writable(path, option)
     if plot_path:
         plotting.require()
-    if data_path:
-        sized = [k for k in ("n", "d_in", "d_out") if k in given]
-        if sized:
-            raise click.UsageError(f"--{sized[0].replace('_', '-')} does not apply with --data: the file sets it")
-        table = read_table(data_path)
-        # the sizes come from the table; the loss defaults to the mean, comparable across splits
-        for k in ("n", "d_in", "d_out", "loss"):
-            options.pop(k)
-        config, _ = split_config(options, n=len(table.values), loss=given.get("loss", "mse"), val_split=0.2)
-        data = table_dataset(table, target, config.val_split, config.seed)
-    else:
-        if target:
-            raise click.UsageError("--target needs --data")
-        config, _ = split_config(options)
-        data = None
+    config, data = training_data(data_path, target, given, options)
     b = use_backend(backend, device, quiet=quiet or as_json)
     show = not (quiet or as_json)
     if data is not None and not as_json:
@@ -218,7 +214,7 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
     with on_interrupt(stop):
         try:
             result = train(config, backend=b, data=data, stop=stop, progress=progress,
-                           on_log=(lambda e, l, v: click.echo(format_loss_line(e, l, v))) if show else None)
+                           on_log=(lambda *figures: click.echo(format_loss_line(*figures))) if show else None)
         finally:
             if progress is not None:
                 progress.close()
@@ -231,13 +227,26 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
     elif result.interrupted:
         click.echo(f"Interrupted at epoch {result.epochs_run}: loss {result.final_loss:.7g}", err=True)
     else:
-        click.echo(
-            f"Trained on {b.name} ({b.device}), {config.dtype}, seed {config.seed}: "
-            f"{config.epochs} epochs in {format_seconds(result.train_seconds)} "
-            f"({format_seconds(result.seconds_per_epoch)} per epoch), final loss {result.final_loss:.7g}"
-        )
+        click.echo(summary_line(result))
     if result.interrupted:
         ctx.exit(130)
+
+
+def training_data(data_path, target, given, options):
+    """(Config, Dataset or None) from train's options: a file's table, or the synthetic data (None)."""
+    if not data_path:
+        if target:
+            raise click.UsageError("--target needs --data")
+        return split_config(options)[0], None
+    sized = [k for k in ("n", "d_in", "d_out") if k in given]
+    if sized:
+        raise click.UsageError(f"--{sized[0].replace('_', '-')} does not apply with --data: the file sets it")
+    # the sizes come from the table; the loss defaults to the mean, comparable across splits
+    for k in ("n", "d_in", "d_out", "loss"):
+        options.pop(k)
+    config, _ = split_config(options, loss=given.get("loss", "mse"), val_split=0.2)
+    data = table_dataset(read_table(data_path), target, config.val_split, config.seed, classify=config.loss == "ce")
+    return sized_for(config, data), data
 
 
 @contextlib.contextmanager
@@ -279,47 +288,70 @@ class Progress:
             self.bar.__exit__(None, None, None)
 
 
+def model_data_options(f):
+    """--model, --data and --target, shared by predict and evaluate."""
+    f = click.option("--target", default=None, help="The file's target column(s), as train's --target, when its "
+                     "names differ from the model's: the other columns are the inputs.")(f)
+    f = click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+                     help="A table (as train's --data): columns matched by name, else by position.")(f)
+    return click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+                        help="A model saved by gpunet train --save.")(f)
+
+
 @cli.command("predict")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="A model saved by gpunet train --save.")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-              help="Inputs (.csv with a header, .npy, .npz): columns matched by name, else by position.")
+@model_data_options
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="Write the predictions here as CSV (atomically)  [default: stdout]")
+@click.option("--proba", is_flag=True, help="A classifier: also one probability column per class, named by the class.")
 @backend_options
-def predict_cmd(model_path, data_path, out_path, backend, device):
-    """Predict the targets for new inputs with a saved model, in the targets' own units."""
+def predict_cmd(model_path, data_path, target, out_path, proba, backend, device):
+    """Predict with a saved model: a regressor's targets in their own units, a classifier's label per row."""
     if out_path:
         check_writable(out_path, "--out")
     model = checkpoint.load(model_path)
-    x, _ = predict_mod.columns(model, read_table(data_path), with_targets=False)
+    if proba and model.classes is None:
+        raise click.UsageError("--proba is for classifiers (trained with --loss ce); this model is a regressor")
+    x, _ = predict_mod.columns(model, read_table(data_path), with_targets=False, target=target)
     y = predict_mod.predict(model, x, use_backend(backend, device))
-    header = ",".join(model.target_names)
+    header, cols = predict_mod.prediction_columns(model, y, proba)
     if out_path is None:
-        click.echo(header)
-        for row in y:
-            click.echo(",".join(f"{v:.9g}" for v in row))
+        text = io.StringIO()
+        predict_mod.write_csv(text, header, cols)
+        click.echo(text.getvalue(), nl=False)
         return
-    atomic_write(out_path, lambda tmp: np.savetxt(tmp, y, fmt="%.9g", delimiter=",", header=header,
-                                                             comments=""), suffix=".csv")
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            predict_mod.write_csv(f, header, cols)
+
+    atomic_write(out_path, write, suffix=".csv")
 
 
 @cli.command("evaluate")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="A model saved by gpunet train --save.")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-              help="Inputs and targets (.csv with a header, .npy, .npz): matched by name, else by position.")
+@model_data_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @backend_options
-def evaluate_cmd(model_path, data_path, as_json, backend, device):
-    """Score a saved model on data with known targets: its loss, and MSE and R-squared per target."""
+def evaluate_cmd(model_path, data_path, target, as_json, backend, device):
+    """Score a saved model on data with known targets.
+
+    A regressor: its loss, and MSE and R-squared per target. A classifier: accuracy, log-loss,
+    precision, recall and F1 per class, and the confusion matrix.
+    """
     model = checkpoint.load(model_path)
-    x, y = predict_mod.columns(model, read_table(data_path), with_targets=True)
+    x, y = predict_mod.columns(model, read_table(data_path), with_targets=True, target=target)
     s = predict_mod.scores(model, y, predict_mod.predict(model, x, use_backend(backend, device, quiet=as_json)))
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
-    click.echo(f"{s['rows']} rows, loss ({s['loss_name']}, standardised targets): {s['loss']:.7g}")
-    click.echo(format_rows(("target", "MSE", "R-squared"),
-                           [(t["target"], f"{t['mse']:.7g}", f"{t['r2']:.4f}") for t in s["targets"]]))
+    if model.classes is None:
+        click.echo(f"{s['rows']} rows, loss ({s['loss_name']}, standardised targets): {s['loss']:.7g}")
+        click.echo(format_rows(("target", "MSE", "R-squared"),
+                               [(t["target"], f"{t['mse']:.7g}", f"{t['r2']:.4f}") for t in s["targets"]]))
+        return
+    if s["unknown_labels"]:
+        click.echo(f"Warning: {s['unknown_labels']} rows have a label the model does not know; they count as "
+                   "misclassified", err=True)
+    click.echo(class_report(s))
 
 
 def explicit_options(ctx, options):
@@ -379,24 +411,35 @@ def check_cmd(ctx, workload, backends, device, reference, **options):
 @click.option("--d-in", default=3, show_default=True, type=int, help="Number of input features.")
 @click.option("--hidden", default="32", show_default=True, callback=parse_hidden, help="Hidden layer widths, comma-separated.")
 @click.option("--d-out", default=1, show_default=True, type=int, help="Number of outputs.")
-@click.option("--loss", default="sse", show_default=True, type=click.Choice(LOSSES), help="Loss function.")
+@click.option("--loss", default="sse", show_default=True, type=click.Choice(LOSSES),
+              help="Loss function (ce: over --d-out classes, 2 or more).")
+@click.option("--activation", default="relu", show_default=True, type=click.Choice(HIDDEN_ACTIVATIONS),
+              help="The hidden layers' activation.")
+@click.option("--weight-decay", default=0.0, show_default=True, type=float, help="L2 penalty, checked with the rest.")
 @click.option("--init", default="he", show_default=True, type=click.Choice(INITS), help="Initialisation.")
 @click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int, help="Seed for the data and parameters.")
 @click.option("--eps", default=gradcheck.DEFAULT_EPS, show_default=True, type=float, help="Finite-difference step.")
 @click.option("--tol", default=gradcheck.DEFAULT_TOL, show_default=True, type=float, help="Largest relative error that passes.")
 @click.pass_context
-def gradcheck_cmd(ctx, backend, device, n, d_in, hidden, d_out, loss, init, seed, eps, tol):
+def gradcheck_cmd(ctx, backend, device, n, d_in, hidden, d_out, loss, activation, weight_decay, init, seed, eps, tol):
     """Check the hand-written backward pass against central finite differences, in float64.
 
     Uses the training code's own forward and backward passes, at a generic point (the initial
     parameters plus noise of standard deviation 0.1, so that no unit sits on ReLU's kink). Prints the max
     relative error per weight and bias tensor; exit code 1 when any is above --tol.
     """
-    Config(n=n, d_in=d_in, hidden=hidden, d_out=d_out, loss=loss, init=init)  # validates the sizes
+    # validates the sizes and values
+    Config(n=n, d_in=d_in, hidden=hidden, d_out=d_out, loss=loss, init=init, activation=activation,
+           weight_decay=weight_decay)
+    if loss == "ce" and d_out < 2:
+        raise click.UsageError(f"--loss ce needs two or more classes: give --d-out 2 or more, got {d_out}")
     b = use_backend(backend, device)
-    ws = gradcheck.generic_network(b, [d_in, *hidden, d_out], n=n, seed=seed, init=init)
-    click.echo(f"Gradient check on {b.name}: n={n} sizes={[d_in, *hidden, d_out]} {loss}, float64, eps {eps:g}")
-    rows = gradcheck.gradcheck(ws, loss, eps)
+    ws = gradcheck.generic_network(b, [d_in, *hidden, d_out], n=n, seed=seed, init=init, activation=activation,
+                                   loss=loss)
+    decay = f", weight decay {weight_decay:g}" if weight_decay else ""
+    click.echo(f"Gradient check on {b.name}: n={n} sizes={[d_in, *hidden, d_out]} {loss}, {activation}{decay}, "
+               f"float64, eps {eps:g}")
+    rows = gradcheck.gradcheck(ws, weight_decay, eps)
     shapes = [s for w, bias in ws.net.layout.unpack(ws.net.params) for s in (w.shape, bias.shape)]
     table = [(name, "x".join(map(str, shape)), f"{err:.2e}", "PASS" if err <= tol else "FAIL")
              for (name, err), shape in zip(rows, shapes)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpunet.errors import ConfigError, DataError
-from gpunet.tabular import Scaler, split_columns
+from gpunet.tabular import Scaler, column_indices, split_columns
 
 # The tutorial's rule: y = 0.2 * x1 - 1.3 * x2 - 0.5 * x3 + N(0, 1) noise.
 TUTORIAL_COEF = (0.2, -1.3, -0.5)
@@ -52,6 +52,8 @@ class Dataset:
         x_scaler, y_scaler: the standardisation applied, fitted on the training rows.
         input_names, target_names: column names.
         notes: one-line remarks for the user (e.g. a constant input column left unscaled).
+        classes: for classification, the sorted class labels (y holds one-hot rows over them, a row
+            of zeros for a validation label not among them); None for regression.
     """
 
     x: np.ndarray
@@ -63,6 +65,7 @@ class Dataset:
     input_names: list
     target_names: list
     notes: list = field(default_factory=list)
+    classes: np.ndarray | None = None
 
 
 def split_rng(seed):
@@ -70,11 +73,34 @@ def split_rng(seed):
     return np.random.default_rng([DEFAULT_SEED if seed is None else seed, 1])
 
 
-def synthetic_dataset(n, d_in, d_out, rng, val_split=0.0, seed=None):
-    """The tutorial's synthetic data (drawn from `rng`), unscaled, with `val_split` of it held out."""
+def one_hot_argmax(y):
+    """One-hot rows (float64) marking each row's largest value: the synthetic data's class labels."""
+    return np.eye(y.shape[1])[np.argmax(y, axis=1)]
+
+
+def one_hot(labels, classes):
+    """(one-hot rows over the sorted `classes`, float64; the number of labels not among them, whose rows are 0)."""
+    if classes.dtype.kind in "US" or labels.dtype.kind in "USO":  # text on either side: compare as text
+        classes, labels = classes.astype(str), labels.astype(str)
+    at = np.minimum(np.searchsorted(classes, labels), len(classes) - 1)
+    known = classes[at] == labels
+    rows = np.zeros((len(labels), len(classes)))
+    rows[np.flatnonzero(known), at[known]] = 1.0
+    return rows, int(np.count_nonzero(~known))
+
+
+def synthetic_dataset(n, d_in, d_out, rng, val_split=0.0, seed=None, classify=False):
+    """The tutorial's synthetic data (drawn from `rng`), unscaled, with `val_split` of it held out.
+
+    With `classify`, the targets are the class of each row's largest synthetic target: d_out classes,
+    labelled 0 to d_out - 1.
+    """
     x, y = synthetic(n, d_in, d_out, rng)
+    classes = np.arange(d_out) if classify else None
+    if classify:
+        y = one_hot_argmax(y)
     return Dataset(*_split(x, y, holdout(n, val_split, seed)), Scaler.identity(d_in), Scaler.identity(d_out),
-                   [f"x{i + 1}" for i in range(d_in)], [f"y{j + 1}" for j in range(d_out)])
+                   [f"x{i + 1}" for i in range(d_in)], [f"y{j + 1}" for j in range(d_out)], classes=classes)
 
 
 def _split(x, y, rows):
@@ -97,12 +123,18 @@ def holdout(n, fraction, seed):
     return np.setdiff1d(np.arange(n), val), val
 
 
-def table_dataset(table, target=None, val_split=0.2, seed=None):
+def table_dataset(table, target=None, val_split=0.2, seed=None, classify=False):
     """Split a Table into inputs and targets, hold out validation rows, and standardise from the training rows.
 
+    With `classify`, the target is one column of class labels (numbers or text): the classes are the
+    sorted distinct labels of the training rows, and y holds one-hot rows over them.
+
     Raises:
-        DataError: a target column is missing or constant.
+        DataError: a target column is missing or constant; for classification, more than one target
+            column, a missing label, or a single class.
     """
+    if classify:
+        return _class_dataset(table, target, val_split, seed)
     x, y, input_names, target_names = split_columns(table, target)
     train, val = holdout(len(x), val_split, seed)
     x_scaler, y_scaler = Scaler.fit(x[train]), Scaler.fit(y[train])
@@ -110,7 +142,40 @@ def table_dataset(table, target=None, val_split=0.2, seed=None):
     if flat.size:
         raise DataError(f"{table.path}: target column {target_names[flat[0]]!r} is constant on the training rows; "
                         "there is nothing to learn")
-    notes = [f"{table.path}: input column {input_names[c]!r} is constant on the training rows; left unscaled"
-             for c in x_scaler.keep_constant_unscaled()]
-    return Dataset(*_split(x_scaler.transform(x), y_scaler.transform(y), (train, val)),
-                   x_scaler, y_scaler, input_names, target_names, notes)
+    x, notes = _standardised_inputs(table, x, input_names, x_scaler)
+    return Dataset(*_split(x, y_scaler.transform(y), (train, val)), x_scaler, y_scaler, input_names, target_names,
+                   notes)
+
+
+def _standardised_inputs(table, x, names, scaler):
+    """(x standardised by `scaler`, notes on the constant columns left unscaled)."""
+    notes = [f"{table.path}: input column {names[c]!r} is constant on the training rows; left unscaled"
+             for c in scaler.keep_constant_unscaled()]
+    return scaler.transform(x), notes
+
+
+def _class_dataset(table, target, val_split, seed):
+    """table_dataset for class labels."""
+    t = column_indices(table, target) if target else [len(table.names) - 1]
+    if len(t) != 1:
+        raise DataError(f"{table.path}: --loss ce takes one target column of class labels; --target names {len(t)}")
+    inputs = [i for i in range(len(table.names)) if i != t[0]]
+    if not inputs:
+        raise DataError(f"{table.path}: every column is a target; at least one input column is needed")
+    labels, x = table.labels(t[0]), table.numeric(inputs)
+    if labels.dtype.kind == "O":
+        labels = labels.astype(str)
+    name, input_names = table.names[t[0]], [table.names[i] for i in inputs]
+    train, val = holdout(len(x), val_split, seed)
+    classes = np.unique(labels[train])
+    if len(classes) < 2:
+        raise DataError(f"{table.path}: target column {name!r} has one class ({classes[0]!r}) on the training rows; "
+                        "a classifier needs two or more")
+    y, unknown = one_hot(labels, classes)
+    x_scaler = Scaler.fit(x[train])
+    x, notes = _standardised_inputs(table, x, input_names, x_scaler)
+    if unknown:
+        notes.append(f"{table.path}: {unknown} validation rows have a label not among the training rows' classes; "
+                     "they count as misclassified")
+    return Dataset(*_split(x, y, (train, val)), x_scaler, Scaler.identity(len(classes)), input_names,
+                   [name], notes, classes)

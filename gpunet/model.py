@@ -1,7 +1,8 @@
 """The network: flat parameter layout, initialisation, forward, loss and backward, written once against `xp`.
 
-Layer l maps its input a[l] to z[l] = a[l] @ w[l] + b[l]; hidden layers apply ReLU, the output layer
-is linear. The bias is folded into the matrix product: each layer's parameters are one
+Layer l maps its input a[l] to z[l] = a[l] @ w[l] + b[l]; hidden layers apply an activation (ReLU,
+the tutorial's, by default; gpunet/activations.py), the output layer is linear and its loss
+(gpunet/losses.py) gives the output error. The bias is folded into the matrix product: each layer's parameters are one
 (fan_in + 1, fan_out) block whose last row is the bias, and each layer's input carries a feature of
 ones. Stacked, the blocks are the flat buffer [w1 | b1 | w2 | b2 | ...].
 
@@ -12,9 +13,10 @@ which BLAS and cuBLAS read without a copy.
 
 import numpy as np
 
+from gpunet.activations import activation
 from gpunet.errors import ConfigError
+from gpunet.losses import output_loss
 
-LOSSES = ("sse", "mse")
 INITS = ("normal", "he")
 
 
@@ -56,13 +58,6 @@ def init_params(sizes, rng, init="normal"):
     return flat
 
 
-def loss_factor(loss, n, d_out):
-    """k in loss = k * SSE: 1 for `sse`, 1 / (n * d_out) for `mse`."""
-    if loss not in LOSSES:
-        raise ConfigError(f"unknown --loss {loss!r}: choose one of {', '.join(LOSSES)}")
-    return 1.0 if loss == "sse" else 1.0 / (n * d_out)
-
-
 class Network:
     """The parameters and their gradients, each one flat buffer on the backend.
 
@@ -71,18 +66,22 @@ class Network:
         sizes: layer widths [d_in, *hidden, d_out].
         params: flat initial parameters (host array, any float dtype).
         dtype: the dtype of every buffer.
+        activation: the hidden layers' activation (relu, tanh, sigmoid, identity).
+        loss: sse, mse or ce (softmax cross-entropy over the d_out outputs).
     """
 
-    def __init__(self, backend, sizes, params, dtype=np.float32):
+    def __init__(self, backend, sizes, params, dtype=np.float32, activation="relu", loss="sse"):
         self.backend, self.xp = backend, backend.xp
         self.layout = Layout(sizes)
         self.dtype = np.dtype(dtype)
+        self.activation, self.loss = activation, loss
         self.params = backend.asarray(params, self.dtype)
         self.grads = self.xp.zeros_like(self.params)
         self.blocks = self.layout.blocks(self.params)
         self.grad_blocks = self.layout.blocks(self.grads)
         # w without its bias row: what the input gradient is multiplied by
         self.weights = [blk[:-1] for blk in self.blocks]
+        self._decay = None  # (c, c on the weights and 0 on the biases, a scratch buffer), made on first use
 
     def workspace(self, n):
         """Buffers for batches of n rows (allocate once per batch size and reuse)."""
@@ -92,9 +91,29 @@ class Network:
         """params -= grads: one operation over the flat buffer (the learning rate is already in grads)."""
         self.xp.subtract(self.params, self.grads, out=self.params)
 
+    def _decay_buffers(self, c):
+        if self._decay is None or self._decay[0] != c:
+            on_weights = np.zeros(self.layout.size)
+            for w, _ in self.layout.unpack(on_weights):
+                w[...] = c
+            self._decay = (c, self.backend.asarray(on_weights, self.dtype), self.xp.empty_like(self.params))
+        return self._decay[1:]
+
+    def add_decay(self, c):
+        """grads += c * w over the weights (not the biases): the gradient of (c / 2) * sum(w^2)."""
+        scaled, tmp = self._decay_buffers(c)
+        self.xp.multiply(self.params, scaled, out=tmp)
+        self.xp.add(self.grads, tmp, out=self.grads)
+
+    def sum_squared_weights(self):
+        """sum(w^2) over every weight (not the biases), as a 0-d array on the backend."""
+        on, tmp = self._decay_buffers(1.0)
+        self.xp.multiply(self.params, on, out=tmp)
+        return self.xp.dot(tmp, self.params)
+
 
 class Workspace:
-    """The activations, masks and gradients of one batch size, allocated once, for a Network.
+    """The activations, their derivatives and gradients of one batch size, allocated once, for a Network.
 
     The forward and backward passes live here; they read the network's parameters and write its
     gradient buffer.
@@ -104,26 +123,25 @@ class Workspace:
         xp, dt, sizes = net.xp, net.dtype, net.layout.sizes
         self.net, self.backend, self.xp, self.n = net, net.backend, xp, n
         # scalars as 0-d arrays of the dtype: NumPy takes them faster than Python or NumPy scalars
-        self._zero = xp.zeros((), dt)
-        self._factor, self._factor_of = xp.zeros((), dt), None  # 2 * scale, remade when scale changes
+        self._zero, self._one = xp.zeros((), dt), xp.ones((), dt)
+        self._factor, self._factor_of = xp.zeros((), dt), None  # the output error's scale, remade when it changes
         # Feature-major: row i of a buffer is feature i over the n observations, so elementwise passes
         # write whole contiguous rows. a[l] is layer l's input with a last row of ones (for the bias).
         # A hidden layer's matrix product writes z straight into the next layer's input rows, and the
-        # ReLU is applied there in place: each hidden layer holds only a[l + 1], its mask and its gradient.
+        # activation is applied there in place: each hidden layer holds only a[l + 1], its derivative and
+        # its gradient.
         self.a = [xp.ones((fan_in + 1, n), dt) for fan_in in sizes[:-1]]
         self.x = self.a[0][:-1]  # the batch's inputs, (d_in, n)
-        self.z = [a[:-1] for a in self.a[1:]] + [xp.empty((sizes[-1], n), dt)]  # z[-1] = y_pred
-        # ReLU masks, 1.0 where z[l] > 0: in the dtype itself, as NumPy multiplies float by bool at half speed
-        self.mask = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:-1]]
+        self.z = [a[:-1] for a in self.a[1:]] + [xp.empty((sizes[-1], n), dt)]  # z[-1]: the output layer's
+        # act'(z[l]) of each hidden layer, filled by the forward pass (ones: the identity's, never rewritten)
+        self.d = [xp.ones((fan_out, n), dt) for fan_out in sizes[1:-1]]
         self.g = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:]]  # scaled dLoss/dz[l]
         self.y = xp.empty((sizes[-1], n), dt)
-        # the residual as a row and a column: their product is the sum of squared errors
-        self._r_row = self.g[-1].reshape(1, -1)
-        self._r_col = self.g[-1].reshape(-1, 1)
+        self.act, self.out = activation(net.activation), output_loss(net.loss, self)
         # Each pass's views per layer, made once: a view made per call costs a Python object each time.
-        masks = [*self.mask, None]  # the output layer has no ReLU
-        self._forward_layers = [(blk.T, a, z, m) for blk, a, z, m in zip(net.blocks, self.a, self.z, masks)]
-        below = [(None, None, None)] + [(w, g, m) for w, g, m in zip(net.weights[1:], self.g, self.mask)]
+        derivs = [*self.d, None]  # the output layer is linear
+        self._forward_layers = [(blk.T, a, z, d) for blk, a, z, d in zip(net.blocks, self.a, self.z, derivs)]
+        below = [(None, None, None)] + [(w, g, d) for w, g, d in zip(net.weights[1:], self.g, self.d)]
         self._backward_layers = list(zip(self.a, self.g, [g.T for g in self.g], net.grad_blocks, below))[::-1]
 
     def load(self, x, y=None):
@@ -140,46 +158,51 @@ class Workspace:
 
     def bytes(self):
         """Bytes held by this workspace's buffers."""
-        return sum(int(b.nbytes) for b in [*self.a, self.z[-1], *self.mask, *self.g, self.y])
+        return sum(int(b.nbytes) for b in [*self.a, self.z[-1], *self.d, *self.g, self.y])
 
     def forward(self):
-        """Fill the activations and ReLU masks for the current batch; return y_pred (d_out, n)."""
-        mm, greater, multiply, zero = self.backend.matmul, self.xp.greater, self.xp.multiply, self._zero
-        for w_t, a, z, mask in self._forward_layers:
+        """Fill the activations and their derivatives for the current batch; return z of the output layer (d_out, n)."""
+        mm, act, xp, zero, one = self.backend.matmul, self.act, self.xp, self._zero, self._one
+        for w_t, a, z, d in self._forward_layers:
             mm(w_t, a, out=z)  # z = w.T a + b, the bias through the row of ones
-            if mask is not None:
-                greater(z, zero, out=mask)
-                multiply(z, mask, out=z)  # relu(z) in place: the next layer's input
+            if d is not None:
+                act(xp, z, d, zero, one)  # in place: the next layer's input
         return z
 
-    def residual(self, sse_out=None):
-        """g[-1] = y_pred - y; with `sse_out` (a (1, 1) array), also the sum of squared errors into it."""
-        r = self.xp.subtract(self.z[-1], self.y, out=self.g[-1])
-        if sse_out is not None:
-            self.backend.matmul(self._r_row, self._r_col, out=sse_out)
-        return r
+    def error(self, loss_out=None):
+        """g[-1] = the output error (unscaled); with `loss_out` (a (1, 1) array), also the loss sum S into it."""
+        self.out.error(loss_out)
+
+    def correct(self, out):
+        """With the ce loss: the number of rows classified right by the last forward pass, into `out` (1, 1)."""
+        self.out.correct(out)
 
     def backward(self, scale):
-        """net.grads = scale * dSSE/dparams, from the residual that residual() left in g[-1]."""
+        """net.grads = scale * dS/dparams, from the output error that error() left in g[-1]."""
         mm, multiply = self.backend.matmul, self.xp.multiply
         if scale != self._factor_of:
-            self._factor[...], self._factor_of = 2 * scale, scale
-        multiply(self.g[-1], self._factor, out=self.g[-1])  # dSSE/dy_pred = 2 * (y_pred - y)
-        for a, g, g_t, grad, (w, g_below, mask_below) in self._backward_layers:
-            mm(a, g_t, out=grad)  # dL/dw and, via the row of ones, dL/db
+            self._factor[...], self._factor_of = self.out.factor * scale, scale
+        multiply(self.g[-1], self._factor, out=self.g[-1])  # dS/dz of the output layer
+        for a, g, g_t, grad, (w, g_below, d_below) in self._backward_layers:
+            mm(a, g_t, out=grad)  # dS/dw and, via the row of ones, dS/db
             if w is not None:
-                mm(w, g, out=g_below)  # dL/d(the layer's input), the activation of the layer below
-                multiply(g_below, mask_below, out=g_below)  # through its ReLU: zero where z <= 0
+                mm(w, g, out=g_below)  # dS/d(the layer's input), the activation of the layer below
+                multiply(g_below, d_below, out=g_below)  # through its activation: dS/dz below
         return self.net.grads
 
-    def gradient(self, scale, sse_out=None):
-        """Forward, residual and backward: net.grads = scale * dSSE/dparams on this batch."""
+    def gradient(self, scale, loss_out=None, decay=0.0):
+        """Forward, output error and backward: net.grads = scale * dS/dparams + decay * w on this batch."""
         self.forward()
-        self.residual(sse_out)
+        self.error(loss_out)
         self.backward(scale)
+        if decay:
+            self.net.add_decay(decay)
 
-    def loss_and_grad(self, k=1.0):
-        """(loss, dloss/dparams) on the host for loss = k * SSE, at the current parameters."""
+    def loss_and_grad(self, k=1.0, weight_decay=0.0):
+        """(loss, dloss/dparams) on the host for loss = k * S + weight_decay / 2 * sum(w^2), at the current parameters."""
         out = self.xp.empty((1, 1), self.net.dtype)
-        self.gradient(k, out)
-        return k * float(self.backend.to_numpy(out)[0, 0]), self.backend.to_numpy(self.net.grads).copy()
+        self.gradient(k, out, weight_decay)
+        loss = k * float(self.backend.to_numpy(out)[0, 0])
+        if weight_decay:
+            loss += weight_decay / 2 * float(self.net.sum_squared_weights())
+        return loss, self.backend.to_numpy(self.net.grads).copy()

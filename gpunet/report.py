@@ -1,11 +1,26 @@
 """What the command line prints: the tutorial's log line, durations, tables, and the bench report."""
 
 
-def format_loss_line(epoch, loss, val_loss=None):
-    """The tutorial's log line: `Epoch:  10    Loss:  318.4779` (seven significant digits), and the
-    validation loss beside it in the same format when there is one."""
+def format_loss_line(epoch, loss, val_loss=None, accuracy=None, val_accuracy=None):
+    """The tutorial's log line: `Epoch:  10    Loss:  318.4779` (seven significant digits), then the
+    validation loss in the same format and the accuracies (four decimals) where there are some."""
     line = f"Epoch:  {epoch}    Loss:  {loss:.7g}"
-    return line if val_loss is None else f"{line}    Val loss:  {val_loss:.7g}"
+    for label, value, fmt in (("Val loss", val_loss, ".7g"), ("Acc", accuracy, ".4f"), ("Val acc", val_accuracy, ".4f")):
+        if value is not None:
+            line += f"    {label}:  {value:{fmt}}"
+    return line
+
+
+def summary_line(result):
+    """The line after training: where, how fast, the final loss, and the epoch early stopping kept."""
+    c = result.config
+    line = (f"Trained on {result.backend} ({result.device}), {c.dtype}, seed {c.seed}: "
+            f"{result.epochs_run} epochs in {format_seconds(result.train_seconds)} "
+            f"({format_seconds(result.seconds_per_epoch)} per epoch), final loss {result.final_loss:.7g}")
+    if result.best_epoch is not None:
+        why = "stopped early; " if result.stopped_early else ""
+        line += f"; {why}kept epoch {result.best_epoch} (validation loss {result.best_val_loss:.7g})"
+    return line
 
 
 def format_seconds(s):
@@ -21,6 +36,18 @@ def format_rows(header, rows):
     rows = [header, *rows]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def class_report(s):
+    """A classifier's scores (gpunet.predict.class_scores) as text: accuracy, log-loss, per class, confusion."""
+    lines = [f"{s['rows']} rows, accuracy {s['accuracy']:.4f}, log-loss {s['log_loss']:.7g}"]
+    lines.append(format_rows(("class", "precision", "recall", "F1", "support"),
+                             [(c["class"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"])
+                              for c in s["per_class"]]))
+    lines.append("confusion matrix (rows: true class, columns: predicted)")
+    names = [str(c) for c in s["classes"]]
+    lines.append(format_rows(("", *names), [(name, *row) for name, row in zip(names, s["confusion"])]))
+    return "\n".join(lines)
 
 
 def describe(config):

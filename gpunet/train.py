@@ -1,7 +1,6 @@
 """The training loop: epochs on the device, the loss reduced and copied to the host only where it is reported."""
 
 import contextlib
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -10,80 +9,13 @@ import numpy as np
 from gpunet import __version__
 from gpunet import backend as backends
 from gpunet.checkpoint import SavedModel
-from gpunet.data import DEFAULT_SEED, check_random_state, synthetic_dataset
-from gpunet.errors import ConfigError, DeviceMemoryError, Diverged
-from gpunet.model import INITS, LOSSES, Layout, Network, init_params, loss_factor
-from gpunet.optim import OPTIMIZERS, make_optimizer
-
-DTYPES = ("float32", "float64")
-
-
-@dataclass
-class Config:
-    """What to train: the tutorial's experiment by default.
-
-    With a data file, n, d_in and d_out come from the file (n: all its rows, validation included).
-    """
-
-    n: int = 100
-    d_in: int = 3
-    hidden: tuple = (32,)
-    d_out: int = 1
-    epochs: int = 200
-    lr: float = 1e-4
-    seed: int = DEFAULT_SEED
-    dtype: str = "float32"
-    loss: str = "sse"
-    init: str = "normal"
-    log_every: int = 10
-    batch_size: int | None = None  # None: the whole set, as in the tutorial
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    val_split: float = 0.0
-
-    def __post_init__(self):
-        self.hidden = tuple(self.hidden)
-        self.validate()
-
-    @property
-    def sizes(self):
-        return [self.d_in, *self.hidden, self.d_out]
-
-    def validate(self):
-        """Raise ConfigError naming the option when a value cannot work."""
-        for name in ("n", "d_in", "d_out", "epochs", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise ConfigError(
-                f"--hidden must be one or more positive integers separated by commas, got {self.hidden!r}"
-            )
-        if not _finite(self.lr) or self.lr <= 0:
-            raise ConfigError(f"--lr must be a finite number greater than 0, got {self.lr!r}")
-        for name, choices in (("dtype", DTYPES), ("loss", LOSSES), ("init", INITS), ("optimizer", OPTIMIZERS)):
-            value = getattr(self, name)
-            if value not in choices:
-                raise ConfigError(f"unknown --{name} {value!r}: choose one of {', '.join(choices)}")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise ConfigError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
-        if self.batch_size is not None and self.batch_size > self.n:
-            raise ConfigError(f"--batch-size {self.batch_size} is larger than the {self.n} training rows")
-        for name in ("momentum", "beta1", "beta2"):
-            value = getattr(self, name)
-            if not _finite(value) or not 0 <= value < 1:
-                raise ConfigError(f"--{name} must be at least 0 and below 1, got {value!r}")
-        if not _finite(self.eps) or self.eps <= 0:
-            raise ConfigError(f"--eps must be a finite number greater than 0, got {self.eps!r}")
-        if not _finite(self.val_split) or not 0 <= self.val_split < 1:
-            raise ConfigError(f"--val-split must be at least 0 and below 1, got {self.val_split!r}")
-
-
-def _finite(v):
-    return isinstance(v, (int, float)) and math.isfinite(v)
+from gpunet.config import DTYPES, Config  # noqa: F401 (DTYPES: re-exported for the command line)
+from gpunet.data import check_random_state, synthetic_dataset
+from gpunet.errors import ConfigError, DeviceMemoryError
+from gpunet.losses import loss_factor
+from gpunet.model import Layout, Network, init_params
+from gpunet.monitor import EarlyStopping, Monitor
+from gpunet.optim import make_optimizer
 
 
 @dataclass
@@ -94,14 +26,17 @@ class Result:
         config: the Config that was trained.
         backend, device: where it ran.
         losses: [(epoch, loss)] at the log points (every config.log_every epochs); each is the loss
-            before that epoch's update (with mini-batches: summed over the epoch's batches).
+            before that epoch's update (with mini-batches: summed over the epoch's batches), the
+            weight penalty included.
         val_losses: [(epoch, loss)] on the validation rows at the log points (empty without them).
+        accuracies, val_accuracies: [(epoch, fraction classified right)] likewise, with loss="ce".
         final_loss: the training loss of the last epoch run.
-        flat_params: the final parameters as one flat array [w1 | b1 | w2 | b2 | ...] (None when the
-            run was asked not to copy them back).
+        flat_params: the parameters as one flat array [w1 | b1 | w2 | b2 | ...]: the last epoch's, or
+            with early stopping the best epoch's (None when the run was asked not to copy them back).
         train_seconds: the training loop only, the device synchronized; data and transfer excluded.
-        epochs_run: config.epochs, or fewer when interrupted.
-        interrupted: stopped early by the `stop` event (Ctrl-C on the command line).
+        epochs_run: config.epochs, or fewer when interrupted or stopped early.
+        interrupted: stopped by the `stop` event (Ctrl-C on the command line).
+        best_epoch, best_val_loss: with early stopping, the log point whose parameters were kept.
         model: a SavedModel to save or predict with.
     """
 
@@ -117,6 +52,10 @@ class Result:
     epochs_run: int = 0
     interrupted: bool = False
     model: SavedModel | None = field(default=None, repr=False)
+    accuracies: list = field(default_factory=list)
+    val_accuracies: list = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_loss: float | None = None
 
     @property
     def params(self):
@@ -126,6 +65,10 @@ class Result:
     @property
     def seconds_per_epoch(self):
         return self.train_seconds / max(self.epochs_run, 1)
+
+    @property
+    def stopped_early(self):
+        return self.best_epoch is not None and not self.interrupted and self.epochs_run < self.config.epochs
 
     def to_dict(self):
         """A JSON-ready summary (without the parameters)."""
@@ -140,8 +83,12 @@ class Result:
             "seconds_per_epoch": self.seconds_per_epoch,
             "epochs_run": self.epochs_run,
         }
-        if self.val_losses:
-            out["val_losses"] = [[e, l] for e, l in self.val_losses]
+        for key in ("val_losses", "accuracies", "val_accuracies"):
+            if getattr(self, key):
+                out[key] = [[e, v] for e, v in getattr(self, key)]
+        if self.best_epoch is not None:
+            out["best_epoch"], out["best_val_loss"] = self.best_epoch, self.best_val_loss
+            out["stopped_early"] = self.stopped_early
         if self.interrupted:
             out["interrupted"] = True
         return out
@@ -155,8 +102,15 @@ def initial_draws(config, data=None):
     """
     rng = check_random_state(config.seed)
     if data is None:
-        data = synthetic_dataset(config.n, config.d_in, config.d_out, rng, config.val_split, config.seed)
+        data = synthetic_dataset(config.n, config.d_in, config.d_out, rng, config.val_split, config.seed,
+                                 classify=config.loss == "ce")
     return data, init_params(config.sizes, rng, config.init)
+
+
+def sized_for(config, data):
+    """`config` with n, d_in and d_out taken from `data` (n: its training and validation rows)."""
+    rows = len(data.x) + (0 if data.x_val is None else len(data.x_val))
+    return replace(config, n=rows, d_in=data.x.shape[1], d_out=data.y.shape[1])
 
 
 class Trainer:
@@ -171,19 +125,24 @@ class Trainer:
 
     def __init__(self, config, backend, data=None, start=None):
         if data is not None:  # the sizes come from the data
-            rows = len(data.x) + (0 if data.x_val is None else len(data.x_val))
-            config = replace(config, n=rows, d_in=data.x.shape[1], d_out=data.y.shape[1])
+            config = sized_for(config, data)
+        if config.loss == "ce" and config.d_out < 2:  # with data, d_out is the number of classes, always 2 or more
+            raise ConfigError(f"--loss ce needs two or more classes: give --d-out 2 or more, got {config.d_out}")
         if start is None:
             data, start = initial_draws(config, data)
         if config.batch_size is not None and config.batch_size > len(data.x):
             raise ConfigError(f"--batch-size {config.batch_size} is larger than the {len(data.x)} training rows")
+        if config.loss == "ce" and data.classes is None:
+            raise ConfigError("--loss ce needs class labels: give --loss ce when the data are read")
+        if config.early_stop is not None and data.x_val is None:
+            raise ConfigError("--early-stop needs validation rows: give --val-split above 0")
         self.config, self.backend, self.data, self.start = config, backend, data, start
         with self._out_of_memory():
             self._place()
 
     def _place(self):
         config, b, data = self.config, self.backend, self.data
-        self.net = net = Network(b, config.sizes, self.start, config.dtype)
+        self.net = net = Network(b, config.sizes, self.start, config.dtype, config.activation, config.loss)
         n, batch = len(data.x), config.batch_size or len(data.x)
         self.full = batch == n
         if self.full:  # the tutorial's full batch: the data lives in the one workspace
@@ -236,7 +195,8 @@ class Trainer:
         """Train config.epochs epochs from the current parameters; return a Result.
 
         Args:
-            on_log: called as on_log(epoch, loss, val_loss or None) at each log point.
+            on_log: called at each log point as on_log(epoch, loss, val_loss or None), and with
+                loss="ce" as on_log(epoch, loss, val_loss, accuracy, val_accuracy).
             stop: an object with is_set() (a threading.Event): checked after each epoch; when set,
                 training ends there and the Result says interrupted.
             progress: called as progress(epoch) after each epoch.
@@ -250,100 +210,115 @@ class Trainer:
             return self._run(on_log, stop, progress, copy_params)
 
     def _run(self, on_log, stop, progress, copy_params):
-        config, b, xp, net = self.config, self.backend, self.backend.xp, self.net
-        n, d_out = len(self.data.x), config.d_out
+        config, b, net = self.config, self.backend, self.net
+        n = len(self.data.x)
         opt = make_optimizer(config.optimizer, net, config.lr, config.momentum, config.beta1, config.beta2,
                              config.eps)
-        # per batch: (first row, workspace, gradient scale); the loss is k * SSE, k the batch's for mse
-        plan = [(i, w, opt.grad_scale * loss_factor(config.loss, w.n, d_out)) for i, w in self.batches]
-        k_epoch = loss_factor(config.loss, n, d_out)
-        sse = xp.zeros((len(plan), 1), net.dtype)
-        val_sse = xp.zeros((1, 1), net.dtype)
+        decay = opt.grad_scale * config.weight_decay
+        # per batch: (first row, workspace, gradient scale); the loss is k * S, k the batch's for mse and ce
+        plan = [(i, w, opt.grad_scale * loss_factor(config.loss, w.n, config.d_out)) for i, w in self.batches]
+        monitor = Monitor(net, config, len(plan), n, self.val)
+        keeper = EarlyStopping(net, config.early_stop) if config.early_stop else None
         every, last = config.log_every, config.epochs
-        losses, val_losses, loss, t = [], [], math.nan, 0
-        full = self.full
-        if full:
-            _, ws, scale = plan[0]
-        else:
-            shuffle = np.random.default_rng([config.seed, 2])  # the batches' order, the same on every backend
+        points, loss, t = [], float("nan"), 0
+        shuffle = None if self.full else np.random.default_rng([config.seed, 2])  # the same on every backend
 
         b.synchronize()
         start = time.perf_counter()
         with np.errstate(all="ignore"):  # overflow shows as a non-finite loss at the next log point
             for t in range(1, last + 1):
                 log = not t % every or t == last
-                if full:
-                    ws.gradient(scale, sse if log else None)
-                    opt.step()
-                else:
-                    rows = b.asarray(shuffle.permutation(n))  # one small copy per epoch
-                    for j, (i, w, w_scale) in enumerate(plan):
-                        w.gather(self.x_t, self.y_t, rows[i : i + w.n])
-                        w.gradient(w_scale, sse[j : j + 1] if log else None)
-                        opt.step()
                 if log:
-                    loss = self._reported(sse, k_epoch, t, losses)
+                    monitor.begin_epoch()
+                self._epoch(plan, opt, decay, monitor if log else None, shuffle)
+                if log:
+                    loss, acc = monitor.epoch(t, points)
                     if not t % every:
-                        val = self._validation(val_sse) if self.val is not None else None
-                        losses.append((t, loss))
-                        if val is not None:
-                            val_losses.append((t, val))
+                        point = monitor.point(t, loss, acc)
+                        points.append(point)
                         if on_log is not None:
-                            on_log(t, loss, val)
+                            on_log(*_figures(point, config.loss == "ce"))
+                        if keeper is not None and keeper.update(point):
+                            break
                 if progress is not None:
                     progress(t)
                 if stop is not None and stop.is_set():
                     break
-            interrupted = t < last
-            if interrupted:
-                loss = self._reported(self._loss_pass(sse), k_epoch, t, losses)
+            interrupted = t < last and stop is not None and stop.is_set()
+            if interrupted:  # the loss of the parameters reached
+                loss, _ = self._loss_pass(monitor, t, points)
+            if keeper is not None:
+                keeper.restore()
         b.synchronize()
         seconds = time.perf_counter() - start
-        flat = b.to_numpy(net.params).copy() if copy_params else None
-        model = None if flat is None else SavedModel(
-            config.sizes, flat, self.data.x_scaler, self.data.y_scaler, self.data.input_names,
-            self.data.target_names, asdict(config), __version__)
-        return Result(config, b.name, b.device, losses, loss, flat, seconds, b.versions(), val_losses, t,
-                      interrupted, model)
+        return self._result(points, loss, seconds, t, interrupted, keeper, copy_params)
 
-    def _reported(self, sse, k, t, losses):
-        """The epoch's loss on the host (the sync point), checked to be finite."""
-        loss = k * float(self.backend.to_numpy(sse).sum())
-        if not math.isfinite(loss):
-            raise Diverged(t, loss, losses)
-        return loss
+    def _epoch(self, plan, opt, decay, monitor, shuffle):
+        """One epoch's steps; with `monitor` (a log epoch), each batch's loss and correct rows go into it."""
+        if shuffle is None:
+            _, ws, scale = plan[0]
+            ws.gradient(scale, None if monitor is None else monitor.out(0), decay)
+            if monitor is not None:
+                monitor.count(ws, 0)
+            opt.step()
+            return
+        rows = self.backend.asarray(shuffle.permutation(len(self.data.x)))  # one small copy per epoch
+        for j, (i, ws, scale) in enumerate(plan):
+            ws.gather(self.x_t, self.y_t, rows[i : i + ws.n])
+            ws.gradient(scale, None if monitor is None else monitor.out(j), decay)
+            if monitor is not None:
+                monitor.count(ws, j)
+            opt.step()
 
-    def _validation(self, out):
-        """The loss on the validation rows (their SSE goes through `out`, a (1, 1) buffer)."""
-        self.val.forward()
-        self.val.residual(out)
-        return loss_factor(self.config.loss, self.val.n, self.config.d_out) * float(self.backend.to_numpy(out)[0, 0])
-
-    def _loss_pass(self, sse):
-        """The SSE of the current parameters over the training rows, batch by batch, without an update."""
+    def _loss_pass(self, monitor, t, points):
+        """The loss of the current parameters over the training rows, batch by batch, without an update."""
+        monitor.begin_epoch()
         for j, (i, w) in enumerate(self.batches):
             if not self.full:
                 w.gather(self.x_t, self.y_t, self.backend.asarray(np.arange(i, i + w.n)))
             w.forward()
-            w.residual(sse[j : j + 1])
-        return sse
+            w.error(monitor.out(j))
+            monitor.count(w, j)
+        return monitor.epoch(t, points)
+
+    def _result(self, points, loss, seconds, t, interrupted, keeper, copy_params):
+        config, b, data = self.config, self.backend, self.data
+        flat = b.to_numpy(self.net.params).copy() if copy_params else None
+        model = None if flat is None else SavedModel(
+            config.sizes, flat, data.x_scaler, data.y_scaler, data.input_names, data.target_names, asdict(config),
+            __version__, data.classes)
+        series = {key: [(p.epoch, getattr(p, key)) for p in points if getattr(p, key) is not None]
+                  for key in ("loss", "val_loss", "accuracy", "val_accuracy")}
+        best = (None, None) if keeper is None else (keeper.best_epoch, keeper.best_loss if keeper.best_epoch is not None else None)
+        return Result(config, b.name, b.device, series["loss"], loss, flat, seconds, b.versions(), series["val_loss"],
+                      t, interrupted, model, series["accuracy"], series["val_accuracy"], *best)
+
+
+def _figures(point, classify):
+    """on_log's arguments: (epoch, loss, val_loss), and with ce the two accuracies."""
+    head = (point.epoch, point.loss, point.val_loss)
+    return head + (point.accuracy, point.val_accuracy) if classify else head
+
 
 def train(config=None, backend="auto", device=0, data=None, on_log=None, stop=None, progress=None, **options):
     """Train a network and return a Result.
 
     Args:
         config: a Config; or leave it None and pass its fields as keyword options
-            (e.g. `train(hidden=(64, 64), epochs=500)`).
+            (e.g. `train(hidden=(64, 64), epochs=500)`). With `data`, n, d_in and d_out come from it.
         backend: "cpu", "cuda", "auto", or a resolved gpunet.backend.Backend.
         device: the CUDA device index.
         data: a gpunet.data.Dataset (e.g. from gpunet.data.table_dataset); None for synthetic data.
-        on_log: called as on_log(epoch, loss, val_loss or None) at each log point.
+        on_log: called at each log point as on_log(epoch, loss, val_loss or None), and with loss="ce"
+            as on_log(epoch, loss, val_loss, accuracy, val_accuracy).
         stop, progress: see Trainer.run.
 
     Raises:
         gpunet.errors.ConfigError, BackendUnavailable, Diverged, DeviceMemoryError.
     """
     if config is None:
+        if data is not None:  # the sizes are the data's, not the tutorial's
+            options = {**options, "n": len(data.x), "d_in": data.x.shape[1], "d_out": data.y.shape[1]}
         config = Config(**options)
     elif options:
         raise TypeError("pass either a Config or keyword options, not both")

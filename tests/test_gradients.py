@@ -18,7 +18,7 @@ SHAPES = [
 @pytest.mark.parametrize("loss", ["sse", "mse"])
 @pytest.mark.parametrize("sizes", SHAPES, ids=lambda s: "-".join(map(str, s)))
 def test_backward_matches_finite_differences(backend, sizes, loss):
-    errors = gradcheck(generic_network(backend, sizes, n=7), loss)
+    errors = gradcheck(generic_network(backend, sizes, n=7, loss=loss))
     assert len(errors) == 2 * (len(sizes) - 1)
     assert max(e for _, e in errors) < 1e-6, errors
 

@@ -40,7 +40,7 @@ def test_check_float64_backends_agree_to_machine_precision(backend):
 def test_check_needs_something_to_compare_and_usable_backends(monkeypatch):
     r = run("check", "--backends", "cpu")
     assert r.exit_code == 2 and "--reference" in r.stderr
-    monkeypatch.setattr(shim, "_cuda", lambda device: (_ for _ in ()).throw(shim.BackendUnavailable("no GPU here")))
+    monkeypatch.setattr(shim, "_cuda", lambda *args: (_ for _ in ()).throw(shim.BackendUnavailable("no GPU here")))
     r = run("check", "--backends", "cpu,cuda")
     assert r.exit_code == 2 and r.stderr.strip() == "Error: no GPU here"
 

@@ -1,0 +1,86 @@
+"""Losses at the output layer: each writes the output error dL/dz and, at log points, the loss itself,
+written once against `xp` on a workspace's feature-major buffers (z and y of shape (d_out, n)).
+
+A loss is k * S, where S sums over the batch and k = loss_factor(...) averages it (or not). `error(out)`
+leaves dS/dz / factor in g[-1] (the backward pass multiplies by factor * k * lr) and, when `out` (a
+(1, 1) buffer) is given, S in `out`: nothing reaches the host here.
+"""
+
+import numpy as np
+
+from gpunet.errors import ConfigError
+
+LOSSES = ("sse", "mse", "ce")
+
+
+def loss_factor(loss, n, d_out):
+    """k in loss = k * S: 1 for `sse`, 1 / (n * d_out) for `mse`, 1 / n for `ce` (the mean over rows)."""
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown --loss {loss!r}: choose one of {', '.join(LOSSES)}")
+    return {"sse": 1.0, "mse": 1.0 / (n * d_out), "ce": 1.0 / n}[loss]
+
+
+class SquaredError:
+    """sse and mse: a linear output, S = sum (y_pred - y)^2, dS/dz = 2 (y_pred - y)."""
+
+    factor = 2
+
+    def __init__(self, ws):
+        self.xp, self.mm, self.z, self.y, self.g = ws.xp, ws.backend.matmul, ws.z[-1], ws.y, ws.g[-1]
+        # the residual as a row and a column: their product is the sum of squares
+        self._row, self._col = self.g.reshape(1, -1), self.g.reshape(-1, 1)
+
+    def error(self, out=None):
+        self.xp.subtract(self.z, self.y, out=self.g)
+        if out is not None:
+            self.mm(self._row, self._col, out=out)
+
+
+class SoftmaxCrossEntropy:
+    """ce: softmax over the d_out classes, S = -sum log p[label], dS/dz = p - onehot.
+
+    y holds one-hot rows; a row of zeros (a label the model does not know) adds nothing to S or its
+    gradient, and never counts as correct.
+    """
+
+    factor = 1
+
+    def __init__(self, ws):
+        xp, n, dt = ws.xp, ws.n, ws.net.dtype
+        self.xp, self.z, self.y, self.g = xp, ws.z[-1], ws.y, ws.g[-1]
+        self.top = xp.empty(n, dt)  # each row's largest logit, then its sum of exponentials
+        self.total = xp.empty(n, dt)
+        self._cols = None  # column indices, made at the first accuracy count
+
+    def error(self, out=None):
+        xp, z, g = self.xp, self.z, self.g
+        xp.max(z, axis=0, out=self.top)
+        xp.subtract(z, self.top, out=z)  # shifted: the largest logit of each row is 0, exp cannot overflow
+        xp.exp(z, out=g)
+        xp.sum(g, axis=0, out=self.total)
+        xp.divide(g, self.total, out=g)  # p
+        if out is not None:
+            # -log p[label] = log sum exp(z) - z[label] (z shifted), for the rows with a known label
+            known = self.y.sum(axis=0)
+            out[...] = xp.dot(known, xp.log(self.total)) - xp.vdot(self.y, z)
+        xp.subtract(g, self.y, out=g)
+
+    def correct(self, out):
+        """The number of rows whose largest logit is their label's, into `out` (a (1, 1) buffer)."""
+        xp = self.xp
+        if self._cols is None:
+            self._cols = xp.arange(self.z.shape[1])
+        out[...] = self.y[xp.argmax(self.z, axis=0), self._cols].sum()
+
+
+def output_loss(name, ws):
+    """The loss `name` over workspace `ws`'s output buffers."""
+    loss_factor(name, 1, 1)  # validates the name
+    return SoftmaxCrossEntropy(ws) if name == "ce" else SquaredError(ws)
+
+
+def softmax(z):
+    """Row-wise softmax of host logits z (rows, classes), in float64."""
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

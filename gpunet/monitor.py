@@ -1,0 +1,106 @@
+"""What training reports at its log points, and early stopping: the only places where numbers reach the host."""
+
+import math
+from dataclasses import dataclass
+
+from gpunet.errors import Diverged
+from gpunet.losses import loss_factor
+
+
+@dataclass
+class LogPoint:
+    """The figures of one log point; val_* are None without validation rows, accuracies None unless ce."""
+
+    epoch: int
+    loss: float
+    val_loss: float | None = None
+    accuracy: float | None = None
+    val_accuracy: float | None = None
+
+
+class Monitor:
+    """Buffers that hold an epoch's loss (and, for ce, its correct counts) per batch on the device, and the
+    validation pass; read on the host only at log points.
+
+    Args:
+        net: the Network trained.
+        config: the run's Config (loss, weight decay).
+        n_batches, n: the batches per epoch and the training rows.
+        val: the validation rows' Workspace, or None.
+    """
+
+    def __init__(self, net, config, n_batches, n, val=None):
+        xp, dt = net.xp, net.dtype
+        self.net, self.backend, self.val = net, net.backend, val
+        self.classify, self.decay = config.loss == "ce", config.weight_decay
+        self.k = loss_factor(config.loss, n, config.d_out)
+        self.n = n
+        self.loss_sums = xp.zeros((n_batches, 1), dt)
+        self.hits = xp.zeros((n_batches, 1), dt) if self.classify else None
+        self._val_sum, self._val_hits = xp.zeros((1, 1), dt), xp.zeros((1, 1), dt)
+        self._penalty = 0.0
+
+    def begin_epoch(self):
+        """At a log epoch, before its first update: the weight penalty of the parameters its loss is taken at."""
+        if self.decay:
+            self._penalty = self.decay / 2 * self.net.sum_squared_weights()  # stays on the device
+
+    def out(self, j):
+        """Where batch j's loss sum goes."""
+        return self.loss_sums[j : j + 1]
+
+    def count(self, ws, j):
+        """After batch j's forward pass (ce only): its correct rows."""
+        if self.classify:
+            ws.correct(self.hits[j : j + 1])
+
+    def epoch(self, t, history):
+        """The epoch's (loss, accuracy or None) on the host (the sync point), the loss checked to be finite."""
+        loss = self.k * float(self.backend.to_numpy(self.loss_sums).sum()) + float(self._penalty)
+        if not math.isfinite(loss):
+            raise Diverged(t, loss, [(p.epoch, p.loss) for p in history])
+        acc = float(self.backend.to_numpy(self.hits).sum()) / self.n if self.classify else None
+        return loss, acc
+
+    def validation(self):
+        """(loss, accuracy or None) on the validation rows at the current parameters."""
+        ws = self.val
+        ws.forward()
+        ws.error(self._val_sum)
+        penalty = self.decay / 2 * float(self.net.sum_squared_weights()) if self.decay else 0.0
+        loss = loss_factor(self.net.loss, ws.n, ws.y.shape[0]) * float(self.backend.to_numpy(self._val_sum)[0, 0])
+        if not self.classify:
+            return loss + penalty, None
+        ws.correct(self._val_hits)
+        return loss + penalty, float(self.backend.to_numpy(self._val_hits)[0, 0]) / ws.n
+
+    def point(self, t, loss, accuracy):
+        """The LogPoint of epoch t, with the validation figures where there are validation rows."""
+        val_loss, val_acc = self.validation() if self.val is not None else (None, None)
+        return LogPoint(t, loss, val_loss, accuracy, val_acc)
+
+
+class EarlyStopping:
+    """Stop when the validation loss has not improved for `patience` log points; keep the best parameters.
+
+    The best parameters are copied on the device, at log points only.
+    """
+
+    def __init__(self, net, patience):
+        self.net, self.patience = net, patience
+        self.best = net.xp.empty_like(net.params)
+        self.best_epoch, self.best_loss, self.waited = None, math.inf, 0
+
+    def update(self, point):
+        """Record a log point; return True when training should stop."""
+        if point.val_loss < self.best_loss:
+            self.best_epoch, self.best_loss, self.waited = point.epoch, point.val_loss, 0
+            self.best[...] = self.net.params
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def restore(self):
+        """Put the best parameters back into the network (when a log point has been seen)."""
+        if self.best_epoch is not None:
+            self.net.params[...] = self.best
