@@ -16,7 +16,7 @@ from gpunet.errors import BackendUnavailable, ConfigError
 BACKENDS = ("cpu", "cuda", "auto")
 ENV_VAR = "GPUNET_BACKEND"
 CUDA_EXTRAS_HINT = (
-    "install it with pip install cupy-cuda12x (CUDA 12 driver) or cupy-cuda13x (CUDA 13 driver), "
+    "install it with pip install 'cupy-cuda12x[ctk]' (CUDA 12 driver) or 'cupy-cuda13x[ctk]' (CUDA 13 driver), "
     "gpunet's extras [cuda12] and [cuda13]"
 )
 
