@@ -151,6 +151,7 @@ def peak_training_bytes(config, backend):
         with pool_high_water(backend.xp) as hook:
             Trainer(config, backend, data, start).run(copy_params=False)
             backend.synchronize()
+        backend.xp.get_default_memory_pool().free_all_blocks()  # back to the device, for whoever runs next
         return hook.peak_above_start()
     tracemalloc.start()
     try:
