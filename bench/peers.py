@@ -3,8 +3,9 @@
 Each peer is a runner for gpunet.bench.measure: `run()` trains once from the same initial parameters
 and returns the seconds (device synchronized before each clock read, data already in place);
 `final_loss()` is the loss of the last epoch, before its update, as gpunet reports it.
-Every peer trains loss = k * SSE, k = 1 (sse) or 1 / (n * d_out) (mse), with one hidden layer.
-Peers whose library is not installed are skipped with a note.
+Every peer trains loss = k * SSE, k = 1 (sse) or 1 / (n * d_out) (mse), or the softmax cross-entropy
+averaged over the rows (ce), with one ReLU hidden layer. Peers whose library is not installed are skipped
+with a note; the tutorial as written has no classifier, so it skips the ce workloads.
 """
 
 import importlib.util
@@ -70,9 +71,18 @@ class _Torch:
 
 
 class TorchManual(_Torch):
-    """PyTorch eager with the tutorial's hand-written gradients."""
+    """PyTorch eager with the tutorial's hand-written gradients (and the softmax's, p - onehot, for ce)."""
 
     name = "torch-manual"
+
+    def output(self, y_pred, y, k):
+        """(loss, dloss/dy_pred)."""
+        if self.config.loss != "ce":
+            return k * (y_pred - y).pow(2).sum(), 2 * k * (y_pred - y)
+        shifted = y_pred - y_pred.max(1, keepdim=True).values
+        e = shifted.exp()
+        total = e.sum(1, keepdim=True)
+        return k * (total.log().sum() - (y * shifted).sum()), k * (e / total - y)
 
     def run(self):
         x, y, k, lr = self.x, self.y, self.k, self.config.lr
@@ -83,8 +93,7 @@ class TorchManual(_Torch):
             h = x.mm(w1) + b1
             h_relu = h.clamp(min=0)
             y_pred = h_relu.mm(w2) + b2
-            loss = k * (y_pred - y).pow(2).sum()
-            grad_y_pred = 2 * k * (y_pred - y)
+            loss, grad_y_pred = self.output(y_pred, y, k)
             grad_w2 = h_relu.t().mm(grad_y_pred)
             grad_h = grad_y_pred.mm(w2.t())
             grad_h[h < 0] = 0
@@ -114,7 +123,10 @@ class TorchAutograd(_Torch):
         t = time.perf_counter()
         for _ in range(self.config.epochs):
             y_pred = (x.mm(w1) + b1).clamp(min=0).mm(w2) + b2
-            loss = k * (y_pred - y).pow(2).sum()
+            if self.config.loss == "ce":
+                loss = k * -(y * torch.log_softmax(y_pred, 1)).sum()
+            else:
+                loss = k * (y_pred - y).pow(2).sum()
             loss.backward()
             with torch.no_grad():
                 for p in params:
@@ -142,18 +154,31 @@ class JaxJit:
         self.x, self.y = (jax.device_put(a, self.device) for a in host[:2])
         self.start = [jax.device_put(a, self.device) for a in host[2:]]
 
+        ce = config.loss == "ce"
+
+        def output(y_pred, y):
+            """(loss, dloss/dy_pred) written by hand."""
+            if not ce:
+                return k * jnp.sum((y_pred - y) ** 2), 2 * k * (y_pred - y)
+            shifted = y_pred - jnp.max(y_pred, axis=1, keepdims=True)
+            e = jnp.exp(shifted)
+            total = jnp.sum(e, axis=1, keepdims=True)
+            return k * (jnp.sum(jnp.log(total)) - jnp.sum(y * shifted)), k * (e / total - y)
+
         def loss_fn(p, x, y):
             w1, b1, w2, b2 = p
-            return k * jnp.sum((jnp.maximum(x @ w1 + b1, 0) @ w2 + b2 - y) ** 2)
+            y_pred = jnp.maximum(x @ w1 + b1, 0) @ w2 + b2
+            if ce:
+                return -k * jnp.sum(y * jax.nn.log_softmax(y_pred, axis=1))
+            return k * jnp.sum((y_pred - y) ** 2)
 
         def manual_grad(p, x, y):
             w1, b1, w2, b2 = p
             h = x @ w1 + b1
             h_relu = jnp.maximum(h, 0)
-            r = h_relu @ w2 + b2 - y
-            g = 2 * k * r
+            loss, g = output(h_relu @ w2 + b2, y)
             grad_h = (g @ w2.T) * (h > 0)
-            return k * jnp.sum(r * r), (x.T @ grad_h, grad_h.sum(0), h_relu.T @ g, g.sum(0))
+            return loss, (x.T @ grad_h, grad_h.sum(0), h_relu.T @ g, g.sum(0))
 
         value_and_grad = manual_grad if manual else jax.value_and_grad(loss_fn)
 
@@ -190,10 +215,12 @@ PEERS = [
 ]
 
 
-def available(backend):
-    """The peers that can run on `backend`, and notes for those that cannot."""
+def available(backend, config=None):
+    """The peers that can run `config` on `backend`, and notes for those that cannot."""
     chosen, notes = [], []
     for name, module, make in PEERS:
+        if config is not None and config.loss == "ce" and make is NumpyTutorial:
+            continue  # the tutorial is a regression
         if importlib.util.find_spec(module) is None:
             notes.append(f"{name}: skipped, {module} is not installed (make bench installs the peers: gpunet's extra [bench])")
             continue

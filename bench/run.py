@@ -77,7 +77,8 @@ def chart(report, path):
 
 
 @click.command()
-@click.option("--workload", "workloads", default="seed,medium,large", show_default=True, help="Comma-separated workloads.")
+@click.option("--workload", "workloads", default="seed,medium,large,mnist", show_default=True,
+              help="Comma-separated workloads.")
 @click.option("--backend", "backend_list", default="all", show_default=True,
               help="Backends for gpunet: comma-separated, or all (the CPU, plus CUDA when usable).")
 @click.option("--peers-on", default="all", show_default=True,
@@ -95,7 +96,7 @@ def main(workloads, backend_list, peers_on, repeats, out):
     def extra(config, backend):
         if backend.name not in peer_backends:
             return []
-        chosen_peers, skipped = peers.available(backend)
+        chosen_peers, skipped = peers.available(backend, config)
         notes.extend(n for n in skipped if n not in notes)
         return [make(config, backend) for _, make in chosen_peers]
 

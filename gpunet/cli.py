@@ -156,9 +156,14 @@ def split_config(options, **defaults):
     return Config(**{**defaults, **given}), options
 
 
-def use_backend(name, device, quiet=False):
+tf32_option = click.option(
+    "--tf32", is_flag=True, help="On CUDA, let float32 matrix products round their inputs to TF32 on tensor cores "
+    "(faster, less exact; off by default, whatever CUPY_TF32 says).")
+
+
+def use_backend(name, device, quiet=False, tf32=False):
     """Resolve the backend; say on stderr what `auto` chose and why."""
-    b = shim.resolve(name, device)
+    b = shim.resolve(name, device, tf32=tf32)
     if b.note and not quiet:
         click.echo(b.note, err=True)
     return b
@@ -184,8 +189,9 @@ def cli():
               help="Write the loss curve here (PNG; needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the log lines.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary line.")
+@tf32_option
 @click.pass_context
-def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_json, quiet, **options):
+def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_json, quiet, tf32, **options):
     """Train the network; with no options, the tutorial's experiment.
 
     100 observations of 3 features, 32 hidden units, 1 output, sum of squared errors,
@@ -204,7 +210,7 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
     if plot_path:
         plotting.require()
     config, data = training_data(data_path, target, given, options)
-    b = use_backend(backend, device, quiet=quiet or as_json)
+    b = use_backend(backend, device, quiet=quiet or as_json, tf32=tf32)
     show = not (quiet or as_json)
     if data is not None and not as_json:
         for note in data.notes:
@@ -366,12 +372,13 @@ def split_list(value):
 @cli.command("check")
 @network_options
 @training_options
-@click.option("--workload", default=None, help="Start from a named workload (seed, medium, large); options given override it.")
+@click.option("--workload", default=None, help="Start from a named workload (seed, medium, large, mnist); options given override it.")
 @click.option("--backends", default="cpu,cuda", show_default=True, help="Comma-separated backends to train and compare.")
 @click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")
 @click.option("--reference", is_flag=True, help="Also compare each backend with a float64 NumPy run.")
+@tf32_option
 @click.pass_context
-def check_cmd(ctx, workload, backends, device, reference, **options):
+def check_cmd(ctx, workload, backends, device, reference, tf32, **options):
     """Train one configuration on several backends from the same start and compare them.
 
     Compares the losses at the log points, the final loss and every final parameter tensor, as the
@@ -385,8 +392,8 @@ def check_cmd(ctx, workload, backends, device, reference, **options):
     names = split_list(backends)
     if len(names) < 2 and not reference:
         raise click.UsageError("nothing to compare: give two or more --backends, or --reference")
-    resolved = [shim.resolve(n, device) for n in names]  # every backend usable before any training
-    click.echo(f"Checking {describe(config)}")
+    resolved = [shim.resolve(n, device, tf32=tf32) for n in names]  # every backend usable before any training
+    click.echo(f"Checking {describe(config)}" + (", TF32 products on CUDA" if tf32 else ""))
     results = {b.name: train(config, backend=b) for b in resolved}
     pairs = [(f"{n} vs {names[0]}", results[n], results[names[0]]) for n in names[1:]]
     if reference:
@@ -451,16 +458,16 @@ def gradcheck_cmd(ctx, backend, device, n, d_in, hidden, d_out, loss, activation
     click.echo(f"PASS: max relative error {worst:.2e} (tolerance {tol:g})")
 
 
-def resolve_backend_list(value, device):
+def resolve_backend_list(value, device, tf32=False):
     """'cpu,cuda' -> Backends; 'all' -> the CPU, plus CUDA when it is usable (said on stderr when it is not)."""
     names = split_list(value)
     if names == ["all"]:
         try:
-            return [shim.resolve("cpu"), shim.resolve("cuda", device)]
+            return [shim.resolve("cpu"), shim.resolve("cuda", device, tf32=tf32)]
         except GpunetError as e:
             click.echo(f"bench: CPU only ({str(e).split(';')[0]})", err=True)
             return [shim.resolve("cpu")]
-    return [shim.resolve(n, device) for n in names]
+    return [shim.resolve(n, device, tf32=tf32) for n in names]
 
 
 def stderr_progress():
@@ -472,20 +479,23 @@ def stderr_progress():
 
 @cli.command("bench")
 @network_options
-@click.option("--workload", "workloads", default="seed,medium,large", show_default=True,
-              help="Comma-separated workloads: seed, medium, large, custom (custom: the tutorial changed by the options).")
+@click.option("--workload", "workloads", default="seed,medium,large,mnist", show_default=True,
+              help="Comma-separated workloads: seed, medium, large, mnist, custom (custom: the tutorial changed by "
+              "the options).")
 @click.option("--backend", "backend_list", default="all", show_default=True,
               help="Comma-separated backends, or all (the CPU, plus CUDA when usable).")
 @click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1), help="Timed rounds per workload and backend.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write every figure to this JSON file.")
+@tf32_option
 @click.pass_context
-def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, **options):
+def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, tf32, **options):
     """Measure training throughput per workload and backend.
 
     Workloads (float32 unless --dtype says otherwise): seed (the tutorial: n=100, 3-32-1, 200 epochs),
-    medium (n=8192, 256-1024-16, 20 epochs), large (n=4096, 1024-4096-1024, 3 epochs). Network options
-    given on the command line change every selected workload.
+    medium (n=8192, 256-1024-16, 20 epochs), large (n=4096, 1024-4096-1024, 3 epochs), mnist (n=8192,
+    784-512-10 classes, softmax cross-entropy, 10 epochs). Network options given on the command line
+    change every selected workload.
 
     Each workload runs once untimed, then in --repeats rounds of back-to-back runs that add up to a
     second, the device synchronized before each clock read; data generation and transfer are outside the timed region. Reports the median, min and max,
@@ -500,7 +510,7 @@ def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, **option
         check_writable(json_path, "--json")
     names = split_list(workloads)
     chosen = {name: workload_config(name, **given) for name in names}
-    resolved = resolve_backend_list(backend_list, device)
+    resolved = resolve_backend_list(backend_list, device, tf32)
     report = bench(chosen, resolved, repeats=repeats, progress=stderr_progress())
     if sys.stderr.isatty():
         click.echo("\r\033[K", err=True, nl=False)

@@ -137,6 +137,7 @@ class Trainer:
         if config.early_stop is not None and data.x_val is None:
             raise ConfigError("--early-stop needs validation rows: give --val-split above 0")
         self.config, self.backend, self.data, self.start = config, backend, data, start
+        self.warm = backend.name != "cuda"  # CUDA compiles its kernels and makes its handles at first use
         with self._out_of_memory():
             self._place()
 
@@ -207,10 +208,20 @@ class Trainer:
             DeviceMemoryError: the GPU ran out of memory.
         """
         with self._out_of_memory():
+            if not self.warm:
+                self.warm_up()
             return self._run(on_log, stop, progress, copy_params)
 
-    def _run(self, on_log, stop, progress, copy_params):
-        config, b, net = self.config, self.backend, self.net
+    def warm_up(self):
+        """One untimed epoch through every pass a run makes (log point and validation included), the
+        parameters put back after it: on CUDA the first calls compile kernels and make library handles."""
+        keep = self.net.params.copy()
+        self._run(None, None, None, False, replace(self.config, epochs=1, log_every=1, early_stop=None))
+        self.net.params[...] = keep
+        self.warm = True
+
+    def _run(self, on_log, stop, progress, copy_params, config=None):
+        config, b, net = config or self.config, self.backend, self.net
         n = len(self.data.x)
         opt = make_optimizer(config.optimizer, net, config.lr, config.momentum, config.beta1, config.beta2,
                              config.eps)
@@ -251,7 +262,7 @@ class Trainer:
                 keeper.restore()
         b.synchronize()
         seconds = time.perf_counter() - start
-        return self._result(points, loss, seconds, t, interrupted, keeper, copy_params)
+        return self._result(config, points, loss, seconds, t, interrupted, keeper, copy_params)
 
     def _epoch(self, plan, opt, decay, monitor, shuffle):
         """One epoch's steps; with `monitor` (a log epoch), each batch's loss and correct rows go into it."""
@@ -281,8 +292,8 @@ class Trainer:
             monitor.count(w, j)
         return monitor.epoch(t, points)
 
-    def _result(self, points, loss, seconds, t, interrupted, keeper, copy_params):
-        config, b, data = self.config, self.backend, self.data
+    def _result(self, config, points, loss, seconds, t, interrupted, keeper, copy_params):
+        b, data = self.backend, self.data
         flat = b.to_numpy(self.net.params).copy() if copy_params else None
         model = None if flat is None else SavedModel(
             config.sizes, flat, data.x_scaler, data.y_scaler, data.input_names, data.target_names, asdict(config),

@@ -12,6 +12,8 @@ WORKLOADS = {
     "medium": Config(n=8192, d_in=256, hidden=(1024,), d_out=16, epochs=20, lr=1e-2, loss="mse", init="he"),
     # dominated by matrix products
     "large": Config(n=4096, d_in=1024, hidden=(4096,), d_out=1024, epochs=3, lr=1e-2, loss="mse", init="he"),
+    # MNIST-shaped classification: 784 pixels, 512 hidden units, 10 classes, softmax cross-entropy
+    "mnist": Config(n=8192, d_in=784, hidden=(512,), d_out=10, epochs=10, lr=0.1, loss="ce", init="he"),
 }
 
 

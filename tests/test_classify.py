@@ -291,3 +291,15 @@ def test_unknown_validation_labels_warn_once(tmp_path):
     r = run("train", "--backend", "cpu", "--data", path, "--loss", "ce", "--epochs", "10")
     assert r.exit_code == 0, r.output
     assert r.stderr.count("1 validation rows have a label not among the training rows' classes") == 1
+
+
+def test_the_warm_up_epoch_leaves_no_trace(backend):
+    """CUDA's untimed warm-up epoch (run here by hand on any backend) changes neither the start nor the result."""
+    config = Config(loss="ce", d_out=3, n=90, val_split=0.2, batch_size=32, optimizer="adam", lr=1e-2, epochs=20,
+                    weight_decay=0.01, early_stop=5, dtype="float64")
+    cold, warmed = Trainer(config, backend), Trainer(config, backend)
+    warmed.warm_up()
+    a, b = cold.run(), warmed.run()
+    assert a.losses == b.losses and a.val_accuracies == b.val_accuracies
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    assert warmed.warm and (cold.warm or backend.name == "cuda")
