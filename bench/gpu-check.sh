@@ -21,11 +21,20 @@ step() {  # step NAME COMMAND...: run, keep its output in $OUT/NAME.txt, remembe
 }
 step nvidia-smi nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 step pytest "$PY" -m pytest -q -p no:cacheprovider tests
-for w in seed medium large; do
+for w in seed medium large mnist; do
     step "check-$w" "$PY" -m gpunet check --workload "$w" --backends cpu,cuda --reference
 done
 step check-minibatch-adam "$PY" -m gpunet check --backends cpu,cuda --reference --n 1000 --batch-size 64 \
     --optimizer adam --lr 1e-3 --loss mse --init he --epochs 20
+for a in relu tanh sigmoid; do
+    step "check-ce-$a" "$PY" -m gpunet check --backends cpu,cuda --reference --loss ce --d-out 5 --n 2000 \
+        --hidden 64,32 --activation "$a" --weight-decay 1e-3 --val-split 0.2 --batch-size 128 \
+        --optimizer momentum --lr 0.05 --init he --epochs 30
+    step "gradcheck-ce-$a" "$PY" -m gpunet gradcheck --backend cuda --loss ce --d-out 3 --activation "$a" \
+        --weight-decay 0.1
+done
+# TF32 rounds the products' inputs to 10 bits: this step shows how far that moves large from the CPU
+step check-large-tf32 "$PY" -m gpunet check --workload large --backends cpu,cuda --tf32
 step bench "$PY" bench/run.py --backend cpu,cuda --peers-on cuda --repeats 5 --out "$OUT"
 echo "== results in $OUT"
 exit $status
