@@ -1,8 +1,10 @@
 # Thin targets; tool settings live in pyproject.toml. Everything runs in .venv, made on first use.
 PYTHON ?= python3
 VENV ?= .venv
-# Extras installed for the tests; CI adds cuda13 so that the real CuPy error path is exercised without a GPU.
+# Extras installed for the tests, and further packages: CI adds cupy-cuda13x alone (gpunet's cuda13 extra
+# would bring CuPy's CUDA libraries, over a gigabyte) so that CuPy's real "no GPU" path is exercised.
 TEST_EXTRAS ?= dev
+TEST_PACKAGES ?=
 BIN := $(VENV)/bin
 
 # The bench's PyTorch: pinned, so that pip takes this release rather than the newest CUDA build.
@@ -31,7 +33,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(TEST_EXTRAS)]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(TEST_EXTRAS)]' $(TEST_PACKAGES)
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
