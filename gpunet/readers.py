@@ -5,6 +5,7 @@ import glob
 import itertools
 import os
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 from gpunet.errors import DataError
 
 FORMATS = (".csv", ".parquet", ".feather", ".arrow")
+BLOCK = 4 << 20  # bytes of a CSV parsed at a time: bounds the parser's memory
 
 
 def expand(path):
@@ -38,42 +40,65 @@ def read_columns(files):
     """(names, columns, empty, starts) of `files` read as one table, in their order.
 
     `columns` holds one 1-D array per column: int64, float64 (empty cells as NaN) or an object array of
-    str (empty cells as ""); `empty` maps a numeric column's index to its first row with an empty cell;
-    `starts` is each file's first row.
+    str (empty cells as ""); a column that is text in any part is text throughout, one that mixes
+    integers and floats is float64. `empty` maps a numeric column's index to its first row with an
+    empty cell; `starts` is each file's first row. Each piece of a file (a CSV block, a Parquet row
+    group) becomes NumPy as it is read, so the peak is the columns plus one piece.
 
     Raises:
         DataError: a file that cannot be read, or whose column names differ from the first file's.
     """
-    tables = []
+    names, chunks, empty, starts, rows = None, None, {}, [], 0
     for f in files:
-        table = _read(f)
-        if tables and table.column_names != tables[0].column_names:
-            if sorted(table.column_names) != sorted(tables[0].column_names):
-                raise DataError(f"{f}: its columns ({', '.join(table.column_names)}) differ from those of {files[0]} "
-                                f"({', '.join(tables[0].column_names)}); every file must have the same column names")
-            table = table.select(tables[0].column_names)
-        tables.append(table)
-    names, starts = tables[0].column_names, list(itertools.accumulate([0] + [t.num_rows for t in tables[:-1]]))
-    for j, name in enumerate(names):
-        to = _common_type([t.schema.types[j] for t in tables])
-        for i, (f, t) in enumerate(zip(files, tables)):
-            try:
-                tables[i] = t.set_column(j, name, t.column(j).cast(to))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise DataError(f"{f}: column {j + 1} ({name}) holds {t.schema.types[j]}; gpunet reads numbers and text")
-    table = pa.concat_tables(tables)
-    del tables
-    columns, empty = [], {}
+        starts.append(rows)
+        for piece in _pieces(f):
+            if names is None:
+                names, chunks = piece.column_names, [[] for _ in piece.column_names]
+            elif piece.column_names != names:
+                if sorted(piece.column_names) != sorted(names):
+                    raise DataError(f"{f}: its columns ({', '.join(piece.column_names)}) differ from those of "
+                                    f"{files[0]} ({', '.join(names)}); every file must have the same column names")
+                piece = piece.select(names)
+            for j, col in enumerate(piece.columns):
+                if col.null_count and j not in empty:
+                    empty[j] = rows + pc.index(pc.is_null(col), True).as_py()
+                chunks[j].append(_to_numpy(f, j, names[j], col))
+            rows += piece.num_rows
+            del piece  # nothing of a piece outlives its copy
+    columns = []
     for j in range(len(names)):
-        col = table.column(0)
-        table = table.remove_column(0)  # so that each Arrow column is freed once it is copied
-        if col.null_count:
-            empty[j] = pc.index(pc.is_null(col), True).as_py()
-        if pa.types.is_string(col.type):
-            columns.append(pc.fill_null(col, "").to_numpy(zero_copy_only=False))
-        else:
-            columns.append(col.to_numpy())
+        columns.append(_concatenate(chunks[j]))
+        chunks[j] = None  # so that the peak is the columns plus one
     return names, columns, empty, starts
+
+
+def _to_numpy(path, j, name, col):
+    """An Arrow column as int64, float64 or an object array of str, its empty cells as 0, NaN or "".
+
+    Not through Arrow's own to_numpy, which imports pandas where it is installed (0.4 s here).
+    """
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        to, dtype, fill = pa.int64(), np.int64, 0
+    elif pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
+        to, dtype, fill = pa.float64(), np.float64, np.nan
+    else:
+        to, dtype, fill = pa.string(), object, ""
+    try:
+        col = pc.fill_null(col.cast(to), fill) if col.null_count else col.cast(to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(f"{path}: column {j + 1} ({name}) holds {t}; gpunet reads numbers and text") from None
+    if dtype is object:
+        return np.array(col.to_pylist(), dtype=object)
+    chunks = [np.frombuffer(c.buffers()[1], dtype, len(c), c.offset * 8) for c in col.chunks]
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype)
+
+
+def _concatenate(chunks):
+    """One column from its pieces: text if any piece is text, else float64 if any is, else int64."""
+    if any(c.dtype == object for c in chunks):
+        chunks = [c if c.dtype == object else c.astype(str).astype(object) for c in chunks]
+    return np.concatenate(chunks) if chunks else np.empty(0)
 
 
 def row_number(path, row):
@@ -84,25 +109,28 @@ def row_number(path, row):
     return next(itertools.islice(rows, row + 1, None))[0]
 
 
-def _read(path):
-    """One file as an Arrow table with stripped, checked column names."""
+def _pieces(path):
+    """A file as Arrow tables of consecutive rows (CSV blocks, Parquet row groups), names stripped and checked."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise DataError(f"{path}: unknown file type {ext or '(none)'}: use one of {', '.join(FORMATS + ('.npy', '.npz'))}")
     try:
         if ext == ".csv":
-            table = _read_csv(path)
-        elif ext == ".parquet":
-            table = pq.read_table(path)
+            yield from _csv_blocks(path)
+            return
+        if ext == ".parquet":
+            f = pq.ParquetFile(path)
+            pieces = (f.read_row_group(i) for i in range(f.num_row_groups)) if f.num_row_groups else [f.read()]
         else:
-            table = _read_ipc(path)
+            pieces = [_read_ipc(path)]
+        for piece in pieces:
+            names = [n.strip() for n in piece.column_names]
+            _check_names(path, names, "")
+            yield piece.rename_columns(names)
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     except pa.ArrowInvalid as e:
         raise DataError(f"{path}: not a readable {ext[1:]} file ({e})") from None
-    names = [n.strip() for n in table.column_names]
-    _check_names(path, names, "row 1 (the header): " if ext == ".csv" else "")
-    return table.rename_columns(names)
 
 
 def _read_ipc(path):
@@ -114,24 +142,42 @@ def _read_ipc(path):
             return pa.ipc.open_stream(f).read_all()
 
 
-def _read_csv(path):
-    """A CSV through pyarrow: only an empty cell is null; a refused file gets a second, slower look."""
-    parse, types = pacsv.ParseOptions(), {}
-    while True:
-        convert = pacsv.ConvertOptions(null_values=[""], true_values=[], false_values=[], column_types=types)
-        try:
-            table = pacsv.read_csv(path, parse_options=parse, convert_options=convert)
-        except pa.ArrowInvalid as e:
-            if parse.newlines_in_values:
-                raise _csv_fault(path, e) from None
-            parse = pacsv.ParseOptions(newlines_in_values=True)  # a quoted cell may hold a line break
-            continue
-        _check_names(path, [n.strip() for n in table.column_names], "row 1 (the header): ")
-        # dates and times stay the text they were written as
-        odd = {n: pa.string() for n, t in zip(table.column_names, table.schema.types) if pa.types.is_temporal(t)}
-        if not odd:
-            return table
-        types.update(odd)
+def _csv_blocks(path):
+    """A CSV through pyarrow, BLOCK bytes (ended at a line break outside quotes) at a time.
+
+    Only an empty cell is null, so that 'nan' and 'inf' stay values. pyarrow's own streaming reader
+    reads ahead without bound; blocks of our own bound the memory to the columns plus one block. A
+    refused block gets a second, slower look at the whole file for the row at fault.
+    """
+    names, types = None, {}
+    with open(path, "rb") as f:
+        while block := f.read(BLOCK):
+            block += f.readline()
+            while block.count(b'"') % 2:  # inside a quoted cell: the block ends after it
+                line = f.readline()
+                if not line:
+                    break
+                block += line
+            read = pacsv.ReadOptions(column_names=names)
+            parse = pacsv.ParseOptions(newlines_in_values=b'"' in block)
+            while True:
+                convert = pacsv.ConvertOptions(null_values=[""], true_values=[], false_values=[], column_types=types)
+                try:
+                    table = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse,
+                                           convert_options=convert)
+                except pa.ArrowInvalid as e:
+                    raise _csv_fault(path, e) from None
+                # dates and times stay the text they were written as
+                odd = {n: pa.string() for n, t in zip(table.column_names, table.schema.types) if pa.types.is_temporal(t)}
+                if not odd:
+                    break
+                types.update(odd)
+            if names is None:
+                names = table.column_names
+                _check_names(path, [n.strip() for n in names], "row 1 (the header): ")
+            yield table.rename_columns([n.strip() for n in names])
+    if names is None:
+        raise _csv_fault(path, "no header")
 
 
 def _csv_rows(path):
@@ -168,18 +214,3 @@ def _check_names(path, names, where):
     if len(set(names)) < len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DataError(f"{path}: {where}column name {dup!r} appears twice")
-
-
-def _common_type(types):
-    """The one type for a column whose files hold `types`: int64, float64 (also when all are empty) or string."""
-    kinds = set()
-    for t in types:
-        if pa.types.is_integer(t) or pa.types.is_boolean(t):
-            kinds.add("int")
-        elif pa.types.is_floating(t) or pa.types.is_decimal(t):
-            kinds.add("float")
-        elif not pa.types.is_null(t):
-            kinds.add("text")
-    if "text" in kinds:
-        return pa.string()
-    return pa.int64() if kinds == {"int"} else pa.float64()

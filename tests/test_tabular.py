@@ -8,6 +8,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
+from gpunet import readers
 from gpunet.errors import DataError
 from gpunet.tabular import Table, read_table, split_columns
 
@@ -69,8 +70,10 @@ def test_bad_files_are_named_by_file_and_line(tmp_path, text, says):
     assert str(err.value).startswith(f"{path}: {says}")
 
 
-def test_one_bad_cell_deep_in_a_large_file_is_found_by_its_line(tmp_path):
-    # past pyarrow's first block (1 MiB), with blank lines before it
+@pytest.mark.parametrize("block", [readers.BLOCK, 1 << 16])
+def test_one_bad_cell_deep_in_a_large_file_is_found_by_its_line(tmp_path, monkeypatch, block):
+    # past pyarrow's first block (1 MiB), or past many of gpunet's blocks, with blank lines before it
+    monkeypatch.setattr(readers, "BLOCK", block)
     values = np.arange(100_000 * 3, dtype=np.float64).reshape(-1, 3) / 8
     lines = [f"{a},{b},{c}" for a, b, c in values.tolist()]
     bad = 90_000
@@ -84,6 +87,27 @@ def test_one_bad_cell_deep_in_a_large_file_is_found_by_its_line(tmp_path):
     lines[bad] = lines[bad].replace(",oops,", ",,")
     path = write(tmp_path / "big_empty.csv", "a,b,c\n" + "\n".join(lines) + "\n")
     assert numeric_error(path) == f"{path}: row {bad + 2}, column 2 (b) is empty"
+
+
+def test_blocks_agree_on_types_and_quoted_line_breaks(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "BLOCK", 1 << 12)
+    n = 3000
+    ints = [str(i) for i in range(n)]
+    floats = ints[: n // 2] + [f"{i}.5" for i in range(n // 2, n)]  # integers in the first blocks only
+    text = ints[: n - 10] + ["cat"] * 10  # numbers, then text in the last block
+    notes = [f'"line {i}\nmore, ""quoted"""' if i % 7 == 0 else "plain" for i in range(n)]
+    path = write(tmp_path / "b.csv", "i,f,s,note\n" + "".join(
+        f"{a},{b},{c},{d}\n" for a, b, c, d in zip(ints, floats, text, notes)))
+    table = read_table(path)
+    assert table.rows == n
+    assert table.labels(0).dtype == np.int64 and table.labels(1).dtype == np.float64
+    np.testing.assert_array_equal(table.numeric([0, 1]), np.array([ints, floats], dtype=float).T)
+    assert list(table.labels(2)) == text
+    assert list(table.labels(3)) == [f'line {i}\nmore, "quoted"' if i % 7 == 0 else "plain" for i in range(n)]
+    # the first text cell, counted in lines of the file (each quoted note adds one)
+    line = 2 + (n - 10) + sum(1 for i in range(n - 10) if i % 7 == 0)
+    with pytest.raises(DataError, match=rf"b\.csv: row {line}, column 3 \(s\) is not a number: 'cat'"):
+        table.numeric([2])
 
 
 def test_csv_values_match_numpy(tmp_path):
