@@ -73,8 +73,36 @@ class SoftmaxCrossEntropy:
         out[...] = self.y[xp.argmax(self.z, axis=0), self._cols].sum()
 
 
+class LogisticCrossEntropy:
+    """bce (the scikit-learn API's, not the command line's): a sigmoid per output,
+    S = -sum [y log p + (1 - y) log(1 - p)], dS/dz = p - y.
+
+    One independent yes/no per output (binary and multi-label classification). As scikit-learn's
+    binary log loss, S clips p to [eps, 1 - eps] (eps of the dtype) before the logs; the gradient is not clipped.
+    """
+
+    factor = 1
+
+    def __init__(self, ws):
+        self.xp, self.z, self.y, self.g = ws.xp, ws.z[-1], ws.y, ws.g[-1]
+        self.eps = float(np.finfo(ws.net.dtype).eps)
+
+    def error(self, out=None):
+        xp, g = self.xp, self.g
+        xp.negative(self.z, out=g)
+        xp.exp(g, out=g)
+        xp.add(g, 1, out=g)
+        xp.reciprocal(g, out=g)  # p = 1 / (1 + exp(-z))
+        if out is not None:
+            p = xp.clip(g, self.eps, 1 - self.eps)
+            out[...] = -(xp.vdot(self.y, xp.log(p)) + xp.vdot(1 - self.y, xp.log(1 - p)))
+        xp.subtract(g, self.y, out=g)
+
+
 def output_loss(name, ws):
-    """The loss `name` over workspace `ws`'s output buffers."""
+    """The loss `name` over workspace `ws`'s output buffers (bce: the scikit-learn API's only)."""
+    if name == "bce":
+        return LogisticCrossEntropy(ws)
     loss_factor(name, 1, 1)  # validates the name
     return SoftmaxCrossEntropy(ws) if name == "ce" else SquaredError(ws)
 

@@ -1,0 +1,327 @@
+"""MLPRegressor and MLPClassifier: scikit-learn's estimators, trained by gpunet on the GPU or the CPU.
+
+    from gpunet.sklearn import MLPRegressor, MLPClassifier   # instead of sklearn.neural_network
+
+Same parameters, defaults, fitted attributes and numbers as scikit-learn's (on the CPU in float64 with
+the same random_state), plus `backend` ("auto", "cpu", "cuda"), `device` (the CUDA device index) and
+`dtype` (default: the input's, float32 or float64). This module translates: parameters and arrays in,
+fitted attributes out; the training loop is gpunet/sklearn_loop.py on gpunet's engine. It needs the
+[sklearn] extra (scikit-learn and scipy); `import gpunet` does not.
+"""
+
+import warnings
+from numbers import Integral
+from types import SimpleNamespace
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPRegressor as _SkRegressor
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state, column_or_1d
+    from sklearn.utils._param_validation import Interval, StrOptions
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(f"gpunet.sklearn needs scikit-learn>=1.6 and scipy ({e}); install them with "
+                      "pip install 'gpunet[sklearn]'") from None
+
+from gpunet.backend import BACKENDS, resolve
+from gpunet.model import Layout
+from gpunet.sklearn_loop import SGD, Adam, Engine, History, fit_lbfgs, fit_stochastic, glorot_params
+
+_CONSTRAINTS = {
+    **_SkRegressor._parameter_constraints,
+    "backend": [StrOptions(set(BACKENDS))],
+    "device": [Interval(Integral, 0, None, closed="left")],
+    "dtype": [None, str, type, np.dtype],
+}
+
+
+class _MLP(BaseEstimator):
+    """What the two estimators share: fit, partial_fit's body, the engine and the fitted weights."""
+
+    # -- parameters <-> engine
+
+    def _sizes(self, n_features):
+        hidden = self.hidden_layer_sizes
+        hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+        if np.any(np.array(hidden) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        return [n_features, *[int(h) for h in hidden], self.n_outputs_]
+
+    def _engine(self, dtype):
+        """An Engine on the chosen backend holding coefs_ and intercepts_."""
+        backend = resolve(self.backend, self.device)
+        flat = np.concatenate([np.vstack([w, b[None]]).ravel() for w, b in zip(self.coefs_, self.intercepts_)])
+        sizes = [self.coefs_[0].shape[0], *(w.shape[1] for w in self.coefs_)]
+        return Engine(backend, sizes, flat, dtype, self.activation, self.out_activation_, self.alpha)
+
+    def _set_weights(self, flat, sizes, dtype):
+        """coefs_ and intercepts_ (host arrays of `dtype`) from flat parameters in gpunet's layout."""
+        layers = Layout(sizes).unpack(np.asarray(flat, dtype))
+        self.coefs_ = [w.copy() for w, _ in layers]
+        self.intercepts_ = [b.copy() for _, b in layers]
+
+    def _forward(self, X):
+        """The output activations (n, n_outputs_) on the host for validated inputs X."""
+        engine = self._engine(self.coefs_[0].dtype)
+        x_t = engine.backend.asarray(np.asarray(X).T)
+        return engine.backend.to_numpy(engine.predict(x_t))
+
+    # -- fit
+
+    def _initialize(self, y, sizes, dtype, rs):
+        self.n_iter_, self.t_, self.n_layers_ = 0, 0, len(sizes)
+        self.out_activation_ = self._out_activation()
+        self._set_weights(glorot_params(sizes, rs, self.activation), sizes, dtype)
+        if self.solver != "lbfgs":
+            self._history = History(self.early_stopping)
+
+    def _fit(self, X, y, incremental=False):
+        self._validate_params()
+        first = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first)
+        y = y.reshape(-1, 1) if y.ndim == 1 else y
+        self.n_outputs_ = y.shape[1]
+        sizes = self._sizes(X.shape[1])
+        dtype = np.dtype(self.dtype) if self.dtype is not None else X.dtype
+        rs = check_random_state(self.random_state)
+        if first:
+            self._initialize(y, sizes, dtype, rs)
+        engine = self._engine(dtype)
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(engine, X, y)
+        else:
+            self._fit_stochastic(engine, X, y, rs, incremental)
+        self._set_weights(engine.params_host(), sizes, dtype)
+        if not all(np.isfinite(a).all() for a in [*self.coefs_, *self.intercepts_]):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
+                             "values and need to be preprocessed.")
+        return self
+
+    def _fit_lbfgs(self, engine, X, y):
+        to = engine.backend.asarray
+        res = fit_lbfgs(engine, to(X.T, engine.net.dtype), to(y.T, engine.net.dtype), self.max_iter, self.max_fun,
+                        self.tol)
+        if res.status != 0:
+            warnings.warn(f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}): "
+                          f"{res.message}. Increase the number of iterations or scale the data.",
+                          ConvergenceWarning)
+        self.n_iter_, self.loss_ = min(res.nit, self.max_iter), float(res.fun)
+
+    def _optimizer(self, params):
+        if self.solver == "sgd":
+            return SGD(params, self.learning_rate_init, self.learning_rate, self.momentum, self.nesterovs_momentum,
+                       self.power_t)
+        return Adam(params, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
+
+    def _split(self, X, y, rs):
+        """scikit-learn's early-stopping split: (X_train, y_train, X_val, y_val as the score takes it)."""
+        stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+        train, val = train_test_split(np.arange(X.shape[0]), random_state=rs, test_size=self.validation_fraction,
+                                      stratify=stratify)
+        if val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                             "your dataset.")
+        return X[train], y[train], X[val], self._score_target(y[val])
+
+    def _batch_size(self, n):
+        if self.batch_size == "auto":
+            return min(200, n)
+        if self.batch_size > n:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+        return int(np.clip(self.batch_size, 1, n))
+
+    def _fit_stochastic(self, engine, X, y, rs, incremental):
+        if not incremental or not hasattr(self, "_opt"):
+            self._opt = self._optimizer(engine.net.params)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        to, dt = engine.backend.asarray, engine.net.dtype
+        score = None
+        if self.early_stopping:
+            X, y, X_val, y_val = self._split(X, y, rs)
+            xv_t = to(X_val.T, dt)
+            score = lambda: self._score_outputs(y_val, engine.backend.to_numpy(engine.predict(xv_t)))  # noqa: E731
+        settings = SimpleNamespace(max_iter=self.max_iter, shuffle=self.shuffle, batch_size=self._batch_size(len(X)),
+                                   tol=self.tol, n_iter_no_change=self.n_iter_no_change, incremental=incremental,
+                                   verbose=self.verbose, score=score)
+        hist = self._history
+        unconverged = fit_stochastic(engine, self._opt, hist, to(X.T, dt), to(y.T, dt), rs, settings)
+        if unconverged:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                          "optimization hasn't converged yet.", ConvergenceWarning)
+        if self.early_stopping and hist.best_params is not None:
+            engine.net.params[...] = hist.best_params
+        for name in ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_",
+                     "best_validation_score_"):
+            setattr(self, name, getattr(hist, name))
+
+    def _check_solver(self):
+        if self.solver == "lbfgs":
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers. {self.solver} is not "
+                                 "stochastic.")
+        return True
+
+    def fit(self, X, y):
+        """Fit the model to data matrix X and targets y.
+
+        Args:
+            X: array-like (n_samples, n_features), the inputs.
+            y: array-like (n_samples,) or (n_samples, n_outputs): class labels or real targets.
+
+        Returns:
+            self, fitted.
+        """
+        return self._fit(X, y, incremental=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+
+def _init_params(self, kw):
+    for name, value in kw.items():
+        setattr(self, name, value)
+
+
+class MLPRegressor(RegressorMixin, _MLP):
+    """scikit-learn's MLPRegressor (squared error, identity output), trained by gpunet.
+
+    Parameters, defaults and fitted attributes are scikit-learn's (`sklearn.neural_network.MLPRegressor`),
+    plus backend ("auto": CUDA when usable, else the CPU), device (CUDA index) and dtype (None: the input's).
+    loss="poisson" is not supported.
+
+    As scikit-learn's, with several targets the gradient is n_outputs times the gradient of the reported
+    loss (the loss averages over the outputs, the gradient of each output is p - y; scikit-learn issue
+    #8349). gpunet follows it, so that the numbers stay the same.
+    """
+
+    _parameter_constraints = {**_CONSTRAINTS, "loss": [StrOptions({"squared_error"})]}
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto",
+                 device=0, dtype=None):
+        _init_params(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
+
+    def _out_activation(self):
+        return "identity"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32),
+                             reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def _score_target(self, y):
+        return y
+
+    def _score_outputs(self, y_true, y_pred):
+        if not np.isfinite(y_pred).all():
+            return np.nan
+        return r2_score(y_true, y_pred.ravel() if y_pred.shape[1] == 1 else y_pred)
+
+    def predict(self, X):
+        """The predicted values, (n_samples,) or (n_samples, n_outputs)."""
+        check_is_fitted(self)
+        y_pred = self._forward(validate_data(self, X, reset=False, dtype=(np.float64, np.float32)))
+        return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y):
+        """One epoch over (X, y), continuing from the current weights and optimizer state; returns self."""
+        return self._fit(X, y, incremental=True)
+
+
+class MLPClassifier(ClassifierMixin, _MLP):
+    """scikit-learn's MLPClassifier (log loss: softmax for several classes, logistic for binary and
+    multi-label), trained by gpunet.
+
+    Parameters, defaults and fitted attributes are scikit-learn's (`sklearn.neural_network.MLPClassifier`),
+    plus backend ("auto": CUDA when usable, else the CPU), device (CUDA index) and dtype (None: the input's).
+    """
+
+    _parameter_constraints = {k: v for k, v in _CONSTRAINTS.items() if k != "loss"}
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto", device=0, dtype=None):
+        _init_params(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
+
+    def _out_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and set(classes) != set(self.classes_):
+                raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
+                                 f"call to fit. Previously got {self.classes_}, `y` has {classes}")
+            if not self.warm_start and len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {classes}.")
+        return X, self._label_binarizer.transform(y).astype(bool)
+
+    def _score_target(self, y):
+        return self._label_binarizer.inverse_transform(y)
+
+    def _labels(self, y_prob):
+        return self._label_binarizer.inverse_transform(y_prob.ravel() if self.n_outputs_ == 1 else y_prob)
+
+    def _score_outputs(self, y_true, y_prob):
+        return accuracy_score(y_true, self._labels(y_prob))
+
+    def predict(self, X):
+        """The predicted classes, (n_samples,), or (n_samples, n_classes) for multi-label targets."""
+        check_is_fitted(self)
+        return self._labels(self._forward(validate_data(self, X, reset=False, dtype=(np.float64, np.float32))))
+
+    def predict_proba(self, X):
+        """The probability of each class, (n_samples, n_classes), in the order of classes_."""
+        check_is_fitted(self)
+        y_prob = self._forward(validate_data(self, X, reset=False, dtype=(np.float64, np.float32)))
+        if self.n_outputs_ == 1:
+            y_prob = y_prob.ravel()
+            return np.vstack([1 - y_prob, y_prob]).T
+        return y_prob
+
+    def predict_log_proba(self, X):
+        """The log of predict_proba."""
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y), continuing from the current weights and optimizer state; returns self.
+
+        Args:
+            classes: every class label; needed on the first call (not for multi-label targets).
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
+        return self._fit(X, y, incremental=True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags

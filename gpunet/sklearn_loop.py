@@ -1,0 +1,296 @@
+"""scikit-learn's MLP training semantics on gpunet's engine, written once against `xp`.
+
+gpunet's `Trainer` has its own epoch (losses summed over batches, its Adam, its log points). The
+scikit-learn estimators (gpunet/sklearn.py) need scikit-learn's instead, to give its numbers: Glorot
+weights drawn in its order, per-batch losses weighted by batch size, alpha over the batch, its SGD
+(v = mu v - lr g) and Adam (eps added to the uncorrected sqrt(v)), its learning-rate schedules and stopping
+rules, and L-BFGS through scipy. The forward and backward passes, output errors and L2 gradient are the
+engine's own (Network, Workspace, gpunet/losses.py); this module only drives them. It does not import
+scikit-learn.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpunet.model import Layout, Network
+
+# scikit-learn's output activation -> (gpunet's output loss, the backward scale that makes dS/dz = p - y)
+OUTPUTS = {"identity": ("sse", 0.5), "softmax": ("ce", 1.0), "logistic": ("bce", 1.0)}
+HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+PREDICT_CHUNK = 8192  # rows per forward pass when predicting
+
+
+def glorot_params(sizes, rs, activation):
+    """Flat float64 parameters drawn from RandomState `rs` as scikit-learn draws them: per layer its
+    weights, then its bias, uniform in +-sqrt(f / (fan_in + fan_out)), f = 2 for logistic, else 6."""
+    layout = Layout(sizes)
+    flat = np.empty(layout.size)
+    factor = 2.0 if activation == "logistic" else 6.0
+    for w, b in layout.unpack(flat):
+        bound = np.sqrt(factor / (w.shape[0] + w.shape[1]))
+        w[...] = rs.uniform(-bound, bound, w.shape)
+        b[...] = rs.uniform(-bound, bound, b.shape[0])
+    return flat
+
+
+class SGD:
+    """scikit-learn's SGD over a flat buffer: v = mu v - lr g; params += v, or with Nesterov, params += mu v - lr g.
+
+    Holds only arrays and numbers (it is pickled with a fitted estimator); `xp` comes with each step.
+    """
+
+    def __init__(self, params, lr, schedule="constant", momentum=0.9, nesterov=True, power_t=0.5):
+        self.lr_init, self.lr, self.schedule = lr, float(lr), schedule
+        self.momentum, self.nesterov, self.power_t = momentum, nesterov, power_t
+        self.v, self.tmp, self.update = (params * 0 for _ in range(3))
+
+    def step(self, xp, params, grads):
+        v, tmp, update = self.v, self.tmp, self.update
+        xp.multiply(grads, self.lr, out=tmp)
+        xp.multiply(v, self.momentum, out=v)
+        xp.subtract(v, tmp, out=v)
+        if self.nesterov:
+            xp.multiply(v, self.momentum, out=update)
+            xp.subtract(update, tmp, out=update)
+            xp.add(params, update, out=params)
+        else:
+            xp.add(params, v, out=params)
+
+    def iteration_ends(self, t):
+        if self.schedule == "invscaling":
+            self.lr = float(self.lr_init) / (t + 1) ** self.power_t
+
+    def trigger_stopping(self):
+        """Whether to stop; with the adaptive schedule, divide the rate by 5 instead while it is above 1e-6."""
+        if self.schedule != "adaptive" or self.lr <= 1e-6:
+            return True
+        self.lr /= 5.0
+        return False
+
+
+class Adam:
+    """scikit-learn's Adam over a flat buffer: params -= lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)."""
+
+    def __init__(self, params, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.lr_init, self.lr = lr, float(lr)
+        self.beta_1, self.beta_2, self.epsilon, self.t = beta_1, beta_2, epsilon, 0
+        self.m, self.v, self.tmp, self.update = (params * 0 for _ in range(4))
+
+    def step(self, xp, params, grads):
+        m, v, tmp, update, b1, b2 = self.m, self.v, self.tmp, self.update, self.beta_1, self.beta_2
+        self.t += 1
+        xp.multiply(m, b1, out=m)
+        xp.multiply(grads, 1 - b1, out=tmp)
+        xp.add(m, tmp, out=m)  # m = b1 m + (1 - b1) g
+        xp.multiply(grads, grads, out=tmp)
+        xp.multiply(tmp, 1 - b2, out=tmp)
+        xp.multiply(v, b2, out=v)
+        xp.add(v, tmp, out=v)  # v = b2 v + (1 - b2) g^2
+        self.lr = self.lr_init * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        xp.sqrt(v, out=tmp)
+        xp.add(tmp, self.epsilon, out=tmp)
+        xp.multiply(m, -self.lr, out=update)
+        xp.divide(update, tmp, out=update)
+        xp.add(params, update, out=params)
+
+    def iteration_ends(self, t):
+        pass
+
+    def trigger_stopping(self):
+        return True
+
+
+class Engine:
+    """A gpunet Network with scikit-learn's objective: loss = mean of the output loss + alpha sum(w^2) / (2 n).
+
+    The gradient is scikit-learn's: (a.T delta + alpha w) / n with delta = p - y at the output. For the
+    identity output with several targets that is n_outputs times the gradient of its loss (scikit-learn
+    issue #8349), followed here on purpose.
+
+    Args:
+        backend: a gpunet.backend.Backend.
+        sizes: layer widths [d_in, *hidden, d_out].
+        params: flat host parameters in gpunet's layout.
+        dtype: the dtype of every buffer.
+        activation: scikit-learn's hidden activation name (identity, logistic, tanh, relu).
+        out_activation: identity, softmax or logistic.
+        alpha: the L2 strength.
+    """
+
+    def __init__(self, backend, sizes, params, dtype, activation, out_activation, alpha):
+        loss, self.grad_scale = OUTPUTS[out_activation]
+        self.backend, self.xp, self.alpha, self.out_activation = backend, backend.xp, alpha, out_activation
+        self.net = Network(backend, sizes, params, dtype, HIDDEN[activation], loss)
+        d_out = sizes[-1]
+        # S (the output loss's sum over a batch) times this is the batch's loss times its size
+        self.loss_per_sum = 1.0 / (2 * d_out) if out_activation == "identity" else 1.0
+        self._workspaces = {}
+        self._batch_sum = self.xp.empty((1, 1), self.net.dtype)  # S of one batch, written by the output error
+
+    def workspace(self, n):
+        if n not in self._workspaces:
+            self._workspaces[n] = self.net.workspace(n)
+        return self._workspaces[n]
+
+    def sum_squared_weights(self):
+        """sum(w^2) over every weight (not the biases), as a 0-d array on the backend."""
+        return sum(self.xp.vdot(w, w) for w in self.net.weights)
+
+    def gradient(self, ws, sums):
+        """net.grads = scikit-learn's gradient on the batch in `ws`; S and sum(w^2) added into `sums` (2,)."""
+        ws.forward()
+        ws.error(self._batch_sum)
+        sums[0] += self._batch_sum[0, 0]
+        ws.backward(self.grad_scale)  # dS/dz = p - y, propagated: a.T delta
+        if self.alpha:
+            sums[1] += self.sum_squared_weights()
+            self.net.add_decay(self.alpha)  # + alpha w
+        self.xp.divide(self.net.grads, ws.n, out=self.net.grads)  # / n
+
+    def loss_from_sums(self, sums, n):
+        """The mean loss over n rows from the summed S and sum(w^2) (host numbers)."""
+        return (self.loss_per_sum * float(sums[0]) + 0.5 * self.alpha * float(sums[1])) / n
+
+    def epoch(self, x_t, y_t, order, batch_size, opt):
+        """One pass over the columns `order` of x_t (d_in, N), y_t (d_out, N) in batches; return the epoch's loss."""
+        xp, n = self.xp, order.shape[0]
+        sums = xp.zeros(2, self.net.dtype)
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            ws = self.workspace(rows.shape[0])
+            ws.gather(x_t, y_t, rows)
+            self.gradient(ws, sums)
+            opt.step(xp, self.net.params, self.net.grads)
+        return self.loss_from_sums(self.backend.to_numpy(sums), n)
+
+    def predict(self, x_t):
+        """The output activations (n, d_out) for inputs x_t (d_in, n) on the backend, in chunks of rows."""
+        xp, n = self.xp, x_t.shape[1]
+        y_pred = xp.empty((n, self.net.layout.sizes[-1]), self.net.dtype)
+        for start in range(0, n, PREDICT_CHUNK):
+            stop = min(start + PREDICT_CHUNK, n)
+            ws = self.workspace(stop - start)
+            ws.x[...] = x_t[:, start:stop]
+            z = ws.forward()
+            y_pred[start:stop] = output_activation(xp, z, self.out_activation).T
+        return y_pred
+
+    def loss_and_grad(self, flat, ws):
+        """scikit-learn's (loss, gradient) on the whole batch in `ws` at host parameters `flat`, both on the host."""
+        self.net.params[...] = self.backend.asarray(flat, self.net.dtype)
+        sums = self.xp.zeros(2, self.net.dtype)
+        self.gradient(ws, sums)
+        loss = self.loss_from_sums(self.backend.to_numpy(sums), ws.n)
+        return loss, self.backend.to_numpy(self.net.grads).astype(np.float64)
+
+    def params_host(self):
+        return self.backend.to_numpy(self.net.params).copy()
+
+
+def output_activation(xp, z, kind):
+    """scikit-learn's output activation of logits z (d_out, n), in place: identity, softmax over d_out, or logistic."""
+    if kind == "softmax":
+        xp.subtract(z, z.max(axis=0), out=z)
+        xp.exp(z, out=z)
+        xp.divide(z, z.sum(axis=0), out=z)
+    elif kind == "logistic":
+        xp.negative(z, out=z)
+        xp.exp(z, out=z)
+        xp.add(z, 1, out=z)
+        xp.reciprocal(z, out=z)
+    return z
+
+
+@dataclass
+class History:
+    """scikit-learn's record of a stochastic fit, carried over warm starts and partial fits."""
+
+    early_stopping: bool
+    n_iter_: int = 0
+    t_: int = 0
+    loss_: float = None
+    loss_curve_: list = field(default_factory=list)
+    best_loss_: float = None
+    validation_scores_: list = None
+    best_validation_score_: float = None
+    no_improvement_count: int = 0
+    best_params: object = None  # the parameters of the best validation score, on the backend
+
+    def __post_init__(self):
+        if self.early_stopping:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        else:
+            self.best_loss_ = np.inf
+
+    def update(self, tol, score, params):
+        """Count an epoch without improvement by tol, from the validation `score()` or the training loss."""
+        if self.early_stopping:
+            s = score()
+            self.validation_scores_.append(s)
+            self.no_improvement_count = self.no_improvement_count + 1 if s < self.best_validation_score_ + tol else 0
+            if s > self.best_validation_score_:
+                self.best_validation_score_, self.best_params = s, params.copy()
+        else:
+            last = self.loss_curve_[-1]
+            self.no_improvement_count = self.no_improvement_count + 1 if last > self.best_loss_ - tol else 0
+            self.best_loss_ = min(self.best_loss_, last)
+
+
+def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
+    """scikit-learn's stochastic epochs: shuffle, batches, loss curve, schedule and stopping rule.
+
+    Args:
+        engine, opt, hist: the Engine, SGD/Adam and History to continue.
+        x_t, y_t: training inputs (d_in, n) and targets (d_out, n) on the backend.
+        rs: the numpy RandomState for the shuffles.
+        s: settings with max_iter, shuffle, batch_size, tol, n_iter_no_change, incremental, verbose, and
+            score (a function giving the validation score, with early stopping).
+
+    Returns:
+        True when it stopped at max_iter without converging (scikit-learn's ConvergenceWarning).
+    """
+    xp, n = engine.xp, x_t.shape[1]
+    idx = np.arange(n)
+    order = xp.arange(n)
+    hist.n_iter_ = 0  # as scikit-learn: the epochs of this call (t_ counts them all)
+    for _ in range(s.max_iter):
+        if s.shuffle:
+            perm = np.arange(n)
+            rs.shuffle(perm)  # sklearn.utils.shuffle of the indices, as scikit-learn draws it
+            idx = idx[perm]
+            order = engine.backend.asarray(idx)
+        hist.loss_ = engine.epoch(x_t, y_t, order, s.batch_size, opt)
+        hist.n_iter_ += 1
+        hist.t_ += n
+        hist.loss_curve_.append(hist.loss_)
+        if s.verbose:
+            print("Iteration %d, loss = %.8f" % (hist.n_iter_, hist.loss_))
+        hist.update(s.tol, s.score, engine.net.params)
+        opt.iteration_ends(hist.t_)
+        if hist.no_improvement_count > s.n_iter_no_change:
+            if opt.trigger_stopping():
+                return False
+            hist.no_improvement_count = 0
+        if s.incremental:
+            return False
+    return True
+
+
+def fit_lbfgs(engine, x_t, y_t, max_iter, max_fun, tol):
+    """scikit-learn's L-BFGS: scipy's L-BFGS-B on the whole set, loss and gradient from the engine.
+
+    Returns:
+        scipy's OptimizeResult; the engine holds its parameters.
+    """
+    import scipy.optimize  # only this solver needs scipy
+
+    ws = engine.workspace(x_t.shape[1])
+    ws.x[...], ws.y[...] = x_t, y_t
+    res = scipy.optimize.minimize(
+        engine.loss_and_grad, engine.params_host().astype(np.float64), args=(ws,), method="L-BFGS-B", jac=True,
+        options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol},
+    )
+    engine.net.params[...] = engine.backend.asarray(res.x, engine.net.dtype)
+    return res
