@@ -42,8 +42,8 @@ def read_columns(files):
     `columns` holds one 1-D array per column: int64, float64 (empty cells as NaN) or an object array of
     str (empty cells as ""); a column that is text in any part is text throughout, one that mixes
     integers and floats is float64. `empty` maps a numeric column's index to its first row with an
-    empty cell; `starts` is each file's first row. Each piece of a file (a CSV block, a Parquet row
-    group) becomes NumPy as it is read, so the peak is the columns plus one piece.
+    empty cell; `starts` is each file's first row. Each piece of a file (a CSV block, a Parquet
+    column of a row group) becomes NumPy as it is read, so the peak is the columns plus one piece.
 
     Raises:
         DataError: a file that cannot be read, or whose column names differ from the first file's.
@@ -51,20 +51,20 @@ def read_columns(files):
     names, chunks, empty, starts, rows = None, None, {}, [], 0
     for f in files:
         starts.append(rows)
-        for piece in _pieces(f):
+        for piece_names, piece_rows, column in _pieces(f):
             if names is None:
-                names, chunks = piece.column_names, [[] for _ in piece.column_names]
-            elif piece.column_names != names:
-                if sorted(piece.column_names) != sorted(names):
-                    raise DataError(f"{f}: its columns ({', '.join(piece.column_names)}) differ from those of "
-                                    f"{files[0]} ({', '.join(names)}); every file must have the same column names")
-                piece = piece.select(names)
-            for j, col in enumerate(piece.columns):
+                names, chunks = piece_names, [[] for _ in piece_names]
+            elif piece_names != names and sorted(piece_names) != sorted(names):
+                raise DataError(f"{f}: its columns ({', '.join(piece_names)}) differ from those of "
+                                f"{files[0]} ({', '.join(names)}); every file must have the same column names")
+            for j, name in enumerate(names):
+                col = column(piece_names.index(name))
                 if col.null_count and j not in empty:
                     empty[j] = rows + pc.index(pc.is_null(col), True).as_py()
-                chunks[j].append(_to_numpy(f, j, names[j], col))
-            rows += piece.num_rows
-            del piece  # nothing of a piece outlives its copy
+                chunks[j].append(_to_numpy(f, j, name, col))
+            rows += piece_rows
+    if names is None:
+        raise DataError(f"{files[0]}: no data rows")
     columns = []
     for j in range(len(names)):
         columns.append(_concatenate(chunks[j]))
@@ -110,23 +110,28 @@ def row_number(path, row):
 
 
 def _pieces(path):
-    """A file as Arrow tables of consecutive rows (CSV blocks, Parquet row groups), names stripped and checked."""
+    """(names, rows, column) for each run of consecutive rows of a file: CSV blocks, Parquet row groups.
+
+    `column(j)` reads column j of those rows (a Parquet column is read only then); names are stripped
+    and checked.
+    """
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise DataError(f"{path}: unknown file type {ext or '(none)'}: use one of {', '.join(FORMATS + ('.npy', '.npz'))}")
     try:
         if ext == ".csv":
-            yield from _csv_blocks(path)
+            for table in _csv_blocks(path):
+                yield table.column_names, table.num_rows, table.column
             return
         if ext == ".parquet":
             f = pq.ParquetFile(path)
-            pieces = (f.read_row_group(i) for i in range(f.num_row_groups)) if f.num_row_groups else [f.read()]
-        else:
-            pieces = [_read_ipc(path)]
-        for piece in pieces:
-            names = [n.strip() for n in piece.column_names]
-            _check_names(path, names, "")
-            yield piece.rename_columns(names)
+            raw = f.schema_arrow.names
+            for i in range(f.num_row_groups):
+                yield (_checked(path, raw), f.metadata.row_group(i).num_rows,
+                       lambda j, i=i: f.read_row_group(i, columns=[raw[j]]).column(0))
+            return
+        table = _read_ipc(path)
+        yield _checked(path, table.column_names), table.num_rows, table.column
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     except pa.ArrowInvalid as e:
@@ -174,8 +179,7 @@ def _csv_blocks(path):
                 types.update(odd)
             if names is None:
                 names = table.column_names
-                _check_names(path, [n.strip() for n in names], "row 1 (the header): ")
-            yield table.rename_columns([n.strip() for n in names])
+            yield table.rename_columns(_checked(path, names, "row 1 (the header): "))
     if names is None:
         raise _csv_fault(path, "no header")
 
@@ -198,8 +202,7 @@ def _csv_fault(path, error):
         header = next(rows, None)
         if header is None:
             return DataError(f"{path}: the file is empty; expected a header row and data rows")
-        names = [h.strip() for h in header[1]]
-        _check_names(path, names, "row 1 (the header): ")
+        names = _checked(path, header[1], "row 1 (the header): ")
         for line, row in rows:
             if len(row) != len(names):
                 return DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(names)}")
@@ -208,9 +211,12 @@ def _csv_fault(path, error):
     return DataError(f"{path}: cannot read as CSV: {error}")
 
 
-def _check_names(path, names, where):
+def _checked(path, names, where=""):
+    """`names` stripped; a DataError for an empty or repeated one."""
+    names = [n.strip() for n in names]
     if "" in names:
         raise DataError(f"{path}: {where}column {names.index('') + 1} has no name")
     if len(set(names)) < len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DataError(f"{path}: {where}column name {dup!r} appears twice")
+    return names
