@@ -88,12 +88,11 @@ class Table:
     def _fault(self, j, values):
         """(row, what) of the first empty or non-finite cell of numeric column j, or None."""
         bad = ~np.isfinite(values)
-        if not bad.any():
-            return None
-        row = int(bad.argmax())
-        if self.empty.get(j, row + 1) <= row:
-            return row, "is empty"
-        return row, f"is not finite: {values[row]}"
+        row = int(bad.argmax()) if bad.any() else None
+        empty = self.empty.get(j)
+        if empty is not None and (row is None or empty <= row):
+            return empty, "is empty"
+        return None if row is None else (row, f"is not finite: {values[row]}")
 
     def _parse(self, j, out):
         """Text column j read as numbers into `out`; (row, what) of its first cell that is not a finite number."""
