@@ -1,6 +1,5 @@
 """The reader: CSV, Parquet, Feather, folders and globs as one table; numbers, text, and the bad-input catalogue."""
 
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
