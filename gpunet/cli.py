@@ -179,8 +179,9 @@ def cli():
 @backend_options
 @network_options
 @training_options
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
-              help="Train on this file (.csv with a header row, .npy, or .npz) instead of synthetic data.")
+@click.option("--data", "data_path", default=None,
+              help="Train on this table instead of synthetic data: a .csv with a header row, .parquet, "
+              ".feather/.arrow, .npy or .npz file, or a folder or quoted glob of such files read as one table.")
 @click.option("--target", default=None, help="Target column(s) of --data: names or 0-based indices, "
               "comma-separated  [default: the last column]")
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
@@ -298,8 +299,9 @@ def model_data_options(f):
     """--model, --data and --target, shared by predict and evaluate."""
     f = click.option("--target", default=None, help="The file's target column(s), as train's --target, when its "
                      "names differ from the model's: the other columns are the inputs.")(f)
-    f = click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-                     help="A table (as train's --data): columns matched by name, else by position.")(f)
+    f = click.option("--data", "data_path", required=True,
+                     help="A table (a file, folder or glob, as train's --data): columns matched by name, else by "
+                     "position.")(f)
     return click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
                         help="A model saved by gpunet train --save.")(f)
 
