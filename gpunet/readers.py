@@ -3,6 +3,7 @@
 import csv
 import glob
 import itertools
+import math
 import os
 
 import numpy as np
@@ -16,6 +17,7 @@ from gpunet.errors import DataError
 
 FORMATS = (".csv", ".parquet", ".feather", ".arrow")
 BLOCK = 4 << 20  # bytes of a CSV parsed at a time: bounds the parser's memory
+NO_ROWS = 2**31 - 1  # skip_rows_after_names that reads a CSV's header alone
 
 
 def expand(path):
@@ -36,7 +38,13 @@ def expand(path):
     return [path]
 
 
-def read_columns(files):
+def count_rows(files):
+    """The number of data rows of `files` as one table: Parquet from its metadata, Feather / Arrow batch by
+    batch, a CSV parsed block by block without converting its cells."""
+    return sum(n for f in files for _, n, _ in _pieces(f, skip=math.inf))
+
+
+def read_columns(files, rows=None):
     """(names, columns, empty, starts) of `files` read as one table, in their order.
 
     `columns` holds one 1-D array per column: int64, float64 (empty cells as NaN) or an object array of
@@ -45,24 +53,36 @@ def read_columns(files):
     empty cell; `starts` is each file's first row. Each piece of a file (a CSV block, a Parquet
     column of a row group) becomes NumPy as it is read, so the peak is the columns plus one piece.
 
+    With `rows=(lo, hi)` only the table's rows lo..hi-1 are kept, and the types are decided from them:
+    the pieces before lo are only counted (a Parquet row group from its metadata, a CSV block parsed
+    without converting its cells), reading stops at hi, and `starts` holds the files read, counted
+    from lo (the first may be negative).
+
     Raises:
         DataError: a file that cannot be read, or whose column names differ from the first file's.
     """
-    names, chunks, empty, starts, rows = None, None, {}, [], 0
+    lo, hi = rows or (0, math.inf)
+    names, chunks, empty, starts, at = None, None, {}, [], 0  # at: the table's row where the next piece starts
     for f in files:
-        starts.append(rows)
-        for piece_names, piece_rows, column in _pieces(f):
+        if at >= hi:
+            break
+        starts.append(at - lo)
+        for piece_names, n, column in _pieces(f, skip=lo - at):
             if names is None:
                 names, chunks = piece_names, [[] for _ in piece_names]
             elif piece_names != names and sorted(piece_names) != sorted(names):
                 raise DataError(f"{f}: its columns ({', '.join(piece_names)}) differ from those of "
                                 f"{files[0]} ({', '.join(names)}); every file must have the same column names")
-            for j, name in enumerate(names):
+            a, b = max(lo - at, 0), min(hi - at, n)  # the piece's rows to keep
+            for j, name in enumerate(names if a < b else ()):
                 col = column(piece_names.index(name))
+                col = col.slice(a, b - a) if (a, b) != (0, n) else col
                 if col.null_count and j not in empty:
-                    empty[j] = rows + pc.index(pc.is_null(col), True).as_py()
+                    empty[j] = at + a - lo + pc.index(pc.is_null(col), True).as_py()
                 chunks[j].append(_to_numpy(f, j, name, col))
-            rows += piece_rows
+            at += n
+            if at >= hi:
+                break
     if names is None:
         raise DataError(f"{files[0]}: no data rows")
     columns = []
@@ -109,52 +129,91 @@ def row_number(path, row):
     return next(itertools.islice(rows, row + 1, None))[0]
 
 
-def _pieces(path):
-    """(names, rows, column) for each run of consecutive rows of a file: CSV blocks, Parquet row groups.
+def _pieces(path, skip=0):
+    """(names, rows, column) for each run of consecutive rows of a file: CSV blocks, Parquet row groups,
+    Arrow record batches.
 
-    `column(j)` reads column j of those rows (a Parquet column is read only then); names are stripped
-    and checked.
+    `column(j)` reads column j of those rows (a Parquet column is read only then); it is None for a
+    piece wholly within the first `skip` rows, which is only counted. Names are stripped and checked.
     """
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise DataError(f"{path}: unknown file type {ext or '(none)'}: use one of {', '.join(FORMATS + ('.npy', '.npz'))}")
     try:
         if ext == ".csv":
-            for table in _csv_blocks(path):
-                yield table.column_names, table.num_rows, table.column
-            return
-        if ext == ".parquet":
+            yield from _csv_blocks(path, skip)
+        elif ext == ".parquet":
             f = pq.ParquetFile(path)
-            raw = f.schema_arrow.names
+            raw, at = f.schema_arrow.names, 0
             for i in range(f.num_row_groups):
-                yield (_checked(path, raw), f.metadata.row_group(i).num_rows,
+                n = f.metadata.row_group(i).num_rows
+                yield (_checked(path, raw), n, None if at + n <= skip else
                        lambda j, i=i: f.read_row_group(i, columns=[raw[j]]).column(0))
-            return
-        table = _read_ipc(path)
-        yield _checked(path, table.column_names), table.num_rows, table.column
+                at += n
+        else:
+            for batch in _ipc_batches(path):
+                table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+                yield _checked(path, table.column_names), table.num_rows, table.column
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     except pa.ArrowInvalid as e:
         raise DataError(f"{path}: not a readable {ext[1:]} file ({e})") from None
 
 
-def _read_ipc(path):
-    """A Feather (v1 or v2) or Arrow IPC file, or an Arrow IPC stream."""
+def _ipc_batches(path):
+    """The record batches of an Arrow IPC file (Feather v2, read one at a time) or stream; a Feather v1 file whole."""
+    source = pa.memory_map(path)
     try:
-        return feather.read_table(path)
+        reader = pa.ipc.open_file(source)
+        return (reader.get_batch(i) for i in range(reader.num_record_batches))
     except pa.ArrowInvalid:
-        with open(path, "rb") as f:
-            return pa.ipc.open_stream(f).read_all()
+        pass
+    try:
+        return pa.ipc.open_stream(source)
+    except pa.ArrowInvalid:
+        return [feather.read_table(path)]
 
 
-def _csv_blocks(path):
-    """A CSV through pyarrow, BLOCK bytes (ended at a line break outside quotes) at a time.
+def _csv_blocks(path, skip=0):
+    """(names, rows, column) for each block of a CSV (see _csv_framed); column is None for a block wholly
+    within the first `skip` rows, which is parsed only to count its rows.
 
-    Only an empty cell is null, so that 'nan' and 'inf' stay values. pyarrow's own streaming reader
-    reads ahead without bound; blocks of our own bound the memory to the columns plus one block. A
-    refused block gets a second, slower look at the whole file for the row at fault.
+    Only an empty cell is null, so that 'nan' and 'inf' stay values. A refused block gets a second,
+    slower look at the whole file for the row at fault.
     """
-    names, types = None, {}
+    names, types, at = None, {}, 0
+    for block in _csv_framed(path):
+        read = pacsv.ReadOptions(column_names=names)
+        parse = pacsv.ParseOptions(newlines_in_values=b'"' in block)
+        if at < skip:  # count the block's rows, converting one column to text only
+            header = names or _csv_parse(path, block, pacsv.ReadOptions(skip_rows_after_names=NO_ROWS), parse).column_names
+            checked = _checked(path, header, "row 1 (the header): ")
+            one = pacsv.ConvertOptions(include_columns=header[:1], column_types={header[0]: pa.string()})
+            n = _csv_parse(path, block, read, parse, one).num_rows
+            if at + n <= skip:
+                names, at = header, at + n
+                yield checked, n, None
+                continue
+        while True:
+            convert = pacsv.ConvertOptions(null_values=[""], true_values=[], false_values=[], column_types=types)
+            table = _csv_parse(path, block, read, parse, convert)
+            # dates and times stay the text they were written as
+            odd = {n: pa.string() for n, t in zip(table.column_names, table.schema.types) if pa.types.is_temporal(t)}
+            if not odd:
+                break
+            types.update(odd)
+        names, at = names or table.column_names, at + table.num_rows
+        yield _checked(path, names, "row 1 (the header): "), table.num_rows, table.column
+    if names is None:
+        raise _csv_fault(path, "no header")
+
+
+def _csv_framed(path):
+    """A CSV's bytes, BLOCK (ended at a line break outside quotes) at a time.
+
+    pyarrow's own streaming reader reads ahead without bound; blocks of our own bound the memory to
+    the columns plus one block.
+    """
     with open(path, "rb") as f:
         while block := f.read(BLOCK):
             block += f.readline()
@@ -163,25 +222,15 @@ def _csv_blocks(path):
                 if not line:
                     break
                 block += line
-            read = pacsv.ReadOptions(column_names=names)
-            parse = pacsv.ParseOptions(newlines_in_values=b'"' in block)
-            while True:
-                convert = pacsv.ConvertOptions(null_values=[""], true_values=[], false_values=[], column_types=types)
-                try:
-                    table = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse,
-                                           convert_options=convert)
-                except pa.ArrowInvalid as e:
-                    raise _csv_fault(path, e) from None
-                # dates and times stay the text they were written as
-                odd = {n: pa.string() for n, t in zip(table.column_names, table.schema.types) if pa.types.is_temporal(t)}
-                if not odd:
-                    break
-                types.update(odd)
-            if names is None:
-                names = table.column_names
-            yield table.rename_columns(_checked(path, names, "row 1 (the header): "))
-    if names is None:
-        raise _csv_fault(path, "no header")
+            yield block
+
+
+def _csv_parse(path, block, read, parse, convert=None):
+    """pyarrow's parse of one block; a DataError naming the row at fault if it is refused."""
+    try:
+        return pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as e:
+        raise _csv_fault(path, e) from None
 
 
 def _csv_rows(path):

@@ -123,27 +123,41 @@ def _cell_fault(cell):
     return None if math.isfinite(v) else f"is not finite: {cell.strip()}"
 
 
-def read_table(path):
+def read_table(path, rows=None):
     """Read a table: a CSV (header row), Parquet, Feather / Arrow file, a folder or glob of them, or a .npy / .npz.
 
     A folder's data files (not those whose names start with '.' or '_') or a glob's matches are read in
     file-name order as one table; they must have the same column names. An .npy is a 2-D array, an
     .npz holds one; their columns are named c0, c1, ...
 
+    Args:
+        path: a file, a folder or a glob.
+        rows: (lo, hi) to read only the table's data rows lo..hi-1 (0-based, across its files in order),
+            such as one rank's share: the rows before lo are counted, not kept or converted (a bad cell
+            there goes unnoticed; a CSV row with the wrong number of cells does not), reading stops at hi,
+            and an .npy is memory-mapped. A column's type is decided from these rows alone: a column
+            with text elsewhere in the table is numeric here if these rows hold numbers only. Bad cells
+            are still named by their file and its row (a CSV's line).
+
+    Returns:
+        A Table; with `rows`, of hi - lo rows.
+
     Raises:
-        DataError: naming the file, and the row and column where one is at fault.
+        DataError: naming the file, and the row and column where one is at fault; or a table with
+            fewer than hi rows.
     """
+    if rows is not None and not 0 <= rows[0] < rows[1]:
+        raise ValueError(f"rows must be (lo, hi) with 0 <= lo < hi, not {rows}")
+    lo = rows[0] if rows else 0
     files = readers.expand(path)
-    exts = [os.path.splitext(f)[1].lower() for f in files]
-    if len(files) == 1 and exts[0] in (".npy", ".npz"):
-        table = _read_numpy(files[0])
+    if _numpy_file(files):
+        table = _read_numpy(files[0], rows)
     else:
-        numpy_file = next((f for f, e in zip(files, exts) if e in (".npy", ".npz")), None)
-        if numpy_file:
-            raise DataError(f"{numpy_file}: .npy and .npz files are read one at a time; for several files use "
-                            "Parquet, Feather or CSV")
-        names, columns, empty, starts = readers.read_columns(files)
-        table = Table(names, columns, path, empty, list(zip(files, starts)) if len(files) > 1 else [])
+        names, columns, empty, starts = readers.read_columns(files, rows)
+        table = Table(names, columns, path, empty, list(zip(files, starts)) if len(files) > 1 or lo else [])
+    if rows and table.rows < rows[1] - lo:
+        raise DataError(f"{path}: has fewer than the {rows[1]} data rows that rows={tuple(rows)} reads; "
+                        "count them with count_rows")
     if table.rows == 0:
         raise DataError(f"{path}: no data rows")
     if not table.names:
@@ -151,9 +165,49 @@ def read_table(path):
     return table
 
 
-def _read_numpy(path):
+def count_rows(path):
+    """The number of data rows of a table, without reading its cells where the format allows.
+
+    Args:
+        path: a file, a folder or a glob, as for `read_table`.
+
+    Returns:
+        What `read_table(path).rows` is: an .npy's from its header, Parquet's from its metadata,
+        Feather / Arrow's from its record batches, a CSV's by parsing it block by block without
+        converting its cells (blank lines skipped, line breaks inside quotes kept); an .npz's array is
+        loaded.
+
+    Raises:
+        DataError: a file that cannot be read.
+    """
+    files = readers.expand(path)
+    return len(_numpy_array(files[0])) if _numpy_file(files) else readers.count_rows(files)
+
+
+def _numpy_file(files):
+    """Whether `files` is one .npy or .npz; a DataError if an .npy or .npz is among several."""
+    exts = [os.path.splitext(f)[1].lower() for f in files]
+    if len(files) == 1 and exts[0] in (".npy", ".npz"):
+        return True
+    numpy_file = next((f for f, e in zip(files, exts) if e in (".npy", ".npz")), None)
+    if numpy_file:
+        raise DataError(f"{numpy_file}: .npy and .npz files are read one at a time; for several files use "
+                        "Parquet, Feather or CSV")
+    return False
+
+
+def _read_numpy(path, rows=None):
+    """A Table of an .npy's or .npz's rows (all, or lo..hi-1), copied to float64."""
+    array = _numpy_array(path)
+    lo, hi = rows or (0, len(array))
+    values = np.array(array[lo:hi], dtype=np.float64)
+    return Table([f"c{i}" for i in range(values.shape[1])], list(values.T), path, files=[(path, -lo)] if lo else [])
+
+
+def _numpy_array(path):
+    """An .npy's array memory-mapped, or an .npz's one array loaded; 2-D real numbers."""
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     except (ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -170,8 +224,7 @@ def _read_numpy(path):
         raise DataError(f"{path}: the array has {array.ndim} dimensions; gpunet reads 2-D (rows x columns)")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise DataError(f"{path}: the array holds {array.dtype}, not real numbers")
-    values = array.astype(np.float64, copy=False)
-    return Table([f"c{i}" for i in range(values.shape[1])], list(values.T), path)
+    return array
 
 
 def column_indices(table, spec):

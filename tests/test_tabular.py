@@ -8,7 +8,7 @@ import pytest
 
 from gpunet import readers
 from gpunet.errors import DataError
-from gpunet.tabular import Table, read_table, split_columns
+from gpunet.tabular import Table, count_rows, read_table, split_columns
 
 
 def write(path, text):
@@ -320,3 +320,116 @@ def test_npy_columns_are_views_and_report_non_finite_values(tmp_path):
     table = Table(["p", "q"], list(ints.T), "mem")
     assert all(np.shares_memory(c, ints) for c in table.columns)
     assert table.values.dtype == np.float64 and table.rows == 3
+
+
+# --- one rank's rows ------------------------------------------------------------------------------
+
+
+def spans(n, p):
+    """Each of p ranks' (lo, hi) of n rows, as np.array_split cuts them."""
+    ends = np.cumsum([len(a) for a in np.array_split(np.arange(n), p)])
+    return list(zip([0, *ends[:-1]], ends))
+
+
+def csv_text(first, n, bad=(None, "")):
+    """(CSV of rows first..first+n-1, each row's line): a quoted line break every 5th row, a blank line after every 7th."""
+    text, lines = "a,k,note\n", []
+    for i in range(first, first + n):
+        lines.append(text.count("\n") + 1)
+        note = '"two\nlines"' if i % 5 == 0 else f"n{i}"
+        text += f"{bad[1] if i == bad[0] else i / 4},{i},{note}\n" + ("\n" if i % 7 == 0 else "")
+    return text, lines
+
+
+def ranked(tmp_path, kind, sizes=(11, 3, 16)):
+    """A table of sum(sizes) rows as `kind`: one file, or a folder of len(sizes) shards of those sizes."""
+    n = sum(sizes)
+    table = pa.table({"a": np.arange(n) / 4, "k": np.arange(n), "note": [f"n{i}" for i in range(n)]})
+    if kind == "csv":
+        return write(tmp_path / "d.csv", csv_text(0, n)[0])
+    if kind in ("parquet", "feather"):
+        path = str(tmp_path / f"d.{kind}")
+        (pq.write_table(table, path, row_group_size=4) if kind == "parquet" else
+         feather.write_feather(table, path, chunksize=4))
+        return path
+    if kind in ("npy", "npz"):
+        path = tmp_path / f"d.{kind}"
+        x = np.column_stack([np.arange(n) / 4, np.arange(n)]).astype(np.float32)
+        np.save(path, x) if kind == "npy" else np.savez(path, x=x)
+        return str(path)
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    starts = np.cumsum([0, *sizes[:-1]])
+    for i, (first, size) in enumerate(zip(starts, sizes)):
+        if kind == "csv-shards":
+            write(folder / f"part-{i}.csv", csv_text(first, size)[0])
+        else:
+            pq.write_table(table.slice(first, size), str(folder / f"part-{i}.parquet"), row_group_size=4)
+    return str(folder)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "feather", "npy", "npz", "csv-shards", "parquet-shards"])
+def test_each_rank_reads_its_own_rows_and_count_rows_counts_them(tmp_path, monkeypatch, kind):
+    monkeypatch.setattr(readers, "BLOCK", 1 << 6)  # many blocks: some counted only, some read
+    path = ranked(tmp_path, kind)
+    whole = read_table(path)
+    assert whole.rows == 30 and count_rows(path) == 30
+    for p in (1, 2, 3):
+        for lo, hi in spans(whole.rows, p):
+            part = read_table(path, rows=(lo, hi))
+            assert part.names == whole.names and part.rows == hi - lo
+            for got, want in zip(part.columns, whole.columns):
+                assert got.dtype == want.dtype
+                np.testing.assert_array_equal(got, want[lo:hi])
+
+
+def test_count_rows_skips_blank_lines_and_keeps_quoted_line_breaks(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "BLOCK", 1 << 6)
+    path = write(tmp_path / "q.csv", '\n\na,s\n\n1,"x\n\ny"\n\n\n2,z\n3,\n\n')
+    assert count_rows(path) == read_table(path).rows == 3
+
+
+@pytest.mark.parametrize("folder", [False, True])
+@pytest.mark.parametrize("cell, says", [("oops", "is not a number: 'oops'"), ("", "is empty")])
+def test_a_bad_cell_in_a_ranks_rows_is_named_by_its_file_and_line(tmp_path, monkeypatch, folder, cell, says):
+    monkeypatch.setattr(readers, "BLOCK", 1 << 6)
+    bad = 15  # in rank 1's rows of 3: 10..19; in a folder, in the third shard (rows 14..29)
+    if folder:
+        path = ranked(tmp_path, "csv-shards")
+        text, lines = csv_text(14, 16, bad=(bad, cell))
+        where = write(tmp_path / "shards" / "part-2.csv", text)
+        line = lines[bad - 14]
+    else:
+        text, lines = csv_text(0, 30, bad=(bad, cell))
+        path = where = write(tmp_path / "d.csv", text)
+        line = lines[bad]
+    for rows in [None, (10, 20), (13, 19), (15, 16)]:
+        with pytest.raises(DataError) as err:
+            read_table(path, rows=rows).numeric([0, 1])
+        # types come from the rows read: rows 15..15 hold text only
+        assert str(err.value).startswith(f"{where}: row {line}, column 1 (a) "
+                                         f"{'holds text' if rows == (15, 16) and cell else says}")
+    # before a rank's rows a bad cell is counted over, not converted, so not seen; after them, not read
+    for rows in [(0, 10), (20, 30)]:
+        np.testing.assert_array_equal(read_table(path, rows=rows).numeric([1])[:, 0], np.arange(*rows))
+
+
+def test_a_row_with_the_wrong_number_of_cells_before_a_ranks_rows_is_still_found(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "BLOCK", 1 << 6)
+    text, lines = csv_text(0, 30)
+    text = text.replace("\n1.25,5,", "\n1.25,5,x,")
+    path = write(tmp_path / "d.csv", text)
+    with pytest.raises(DataError, match=rf"d\.csv: row {lines[5]} has 4 cells, the header has 3"):
+        read_table(path, rows=(20, 30))
+    with pytest.raises(DataError, match=rf"row {lines[5]} has 4 cells"):
+        count_rows(path)
+
+
+def test_rows_past_the_end_or_out_of_order(tmp_path):
+    path = ranked(tmp_path, "parquet")
+    with pytest.raises(DataError, match=r"d\.parquet: has fewer than the 31 data rows that rows=\(20, 31\) reads"):
+        read_table(path, rows=(20, 31))
+    with pytest.raises(DataError, match="fewer than the 41 data rows"):
+        read_table(path, rows=(40, 41))
+    with pytest.raises(ValueError, match="0 <= lo < hi"):
+        read_table(path, rows=(5, 5))
