@@ -1,5 +1,7 @@
 """The reader: CSV, Parquet, Feather, folders and globs as one table; numbers, text, and the bad-input catalogue."""
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
@@ -433,3 +435,31 @@ def test_rows_past_the_end_or_out_of_order(tmp_path):
         read_table(path, rows=(40, 41))
     with pytest.raises(ValueError, match="0 <= lo < hi"):
         read_table(path, rows=(5, 5))
+
+
+def test_only_the_files_and_row_groups_holding_the_rows_are_read(tmp_path, monkeypatch):
+    path = ranked(tmp_path, "parquet-shards")  # shards of 11, 3 and 16 rows, in row groups of 4
+    opened, groups = [], []
+    pieces, read_row_group = readers._pieces, pq.ParquetFile.read_row_group
+    monkeypatch.setattr(readers, "_pieces", lambda f, skip: opened.append(os.path.basename(f)) or pieces(f, skip))
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, i, **kw: groups.append(i) or read_row_group(self, i, **kw))
+    np.testing.assert_array_equal(read_table(path, rows=(12, 13)).columns[1], [12])
+    assert opened == ["part-0.parquet", "part-1.parquet"] and groups == [0, 0, 0]  # one row group's 3 columns
+
+
+def test_csv_blocks_before_the_rows_are_counted_not_converted(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "BLOCK", 1 << 6)
+    path = ranked(tmp_path, "csv")
+    parses = []
+    read_csv = readers.pacsv.read_csv
+
+    def spy(*args, convert_options=None, **kwargs):
+        parses.append("count" if convert_options is None or convert_options.include_columns else "convert")
+        return read_csv(*args, convert_options=convert_options, **kwargs)
+
+    monkeypatch.setattr(readers.pacsv, "read_csv", spy)
+    assert count_rows(path) == 30 and parses.count("count") > 5 and "convert" not in parses
+    parses.clear()
+    read_table(path, rows=(29, 30))
+    assert parses.count("convert") == 1  # the last block alone
