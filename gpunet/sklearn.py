@@ -26,7 +26,7 @@ try:
     from sklearn.utils._param_validation import Interval, StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(f"gpunet.sklearn needs scikit-learn>=1.6 and scipy ({e}); install them with "
                       "pip install 'gpunet[sklearn]'") from None
@@ -83,10 +83,12 @@ class _MLP(BaseEstimator):
         if self.solver != "lbfgs":
             self._history = History(self.early_stopping)
 
-    def _fit(self, X, y, incremental=False):
+    def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
         first = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
         y = y.reshape(-1, 1) if y.ndim == 1 else y
         self.n_outputs_ = y.shape[1]
         sizes = self._sizes(X.shape[1])
@@ -96,19 +98,20 @@ class _MLP(BaseEstimator):
             self._initialize(y, sizes, dtype, rs)
         engine = self._engine(dtype)
         if self.solver == "lbfgs":
-            self._fit_lbfgs(engine, X, y)
+            self._fit_lbfgs(engine, X, y, sample_weight)
         else:
-            self._fit_stochastic(engine, X, y, rs, incremental)
+            self._fit_stochastic(engine, X, y, sample_weight, rs, incremental)
         self._set_weights(engine.params_host(), sizes, dtype)
         if not all(np.isfinite(a).all() for a in [*self.coefs_, *self.intercepts_]):
             raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
                              "values and need to be preprocessed.")
         return self
 
-    def _fit_lbfgs(self, engine, X, y):
+    def _fit_lbfgs(self, engine, X, y, sample_weight):
+        dt = engine.net.dtype
         to = engine.backend.asarray
-        res = fit_lbfgs(engine, to(X.T, engine.net.dtype), to(y.T, engine.net.dtype), self.max_iter, self.max_fun,
-                        self.tol)
+        sw_t = None if sample_weight is None else to(sample_weight[None], dt)
+        res = fit_lbfgs(engine, to(X.T, dt), to(y.T, dt), self.max_iter, self.max_fun, self.tol, sw_t)
         if res.status != 0:
             warnings.warn(f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}): "
                           f"{res.message}. Increase the number of iterations or scale the data.",
@@ -121,15 +124,17 @@ class _MLP(BaseEstimator):
                        self.power_t)
         return Adam(params, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
 
-    def _split(self, X, y, rs):
-        """scikit-learn's early-stopping split: (X_train, y_train, X_val, y_val as the score takes it)."""
+    def _split(self, X, y, sample_weight, rs):
+        """scikit-learn's early-stopping split: the training rows (X, y, sample_weight) and the validation rows
+        (X, y as the score takes it, sample_weight)."""
         stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
         train, val = train_test_split(np.arange(X.shape[0]), random_state=rs, test_size=self.validation_fraction,
                                       stratify=stratify)
         if val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                              "your dataset.")
-        return X[train], y[train], X[val], self._score_target(y[val])
+        sw_train, sw_val = (None, None) if sample_weight is None else (sample_weight[train], sample_weight[val])
+        return (X[train], y[train], sw_train), (X[val], self._score_target(y[val]), sw_val)
 
     def _batch_size(self, n):
         if self.batch_size == "auto":
@@ -138,7 +143,7 @@ class _MLP(BaseEstimator):
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
         return int(np.clip(self.batch_size, 1, n))
 
-    def _fit_stochastic(self, engine, X, y, rs, incremental):
+    def _fit_stochastic(self, engine, X, y, sample_weight, rs, incremental):
         if not incremental or not hasattr(self, "_opt"):
             self._opt = self._optimizer(engine.net.params)
         if self.early_stopping and incremental:
@@ -146,12 +151,14 @@ class _MLP(BaseEstimator):
         to, dt = engine.backend.asarray, engine.net.dtype
         score = None
         if self.early_stopping:
-            X, y, X_val, y_val = self._split(X, y, rs)
+            (X, y, sample_weight), (X_val, y_val, sw_val) = self._split(X, y, sample_weight, rs)
             xv_t = to(X_val.T, dt)
-            score = lambda: self._score_outputs(y_val, engine.backend.to_numpy(engine.predict(xv_t)))  # noqa: E731
+            score = lambda: self._score_outputs(  # noqa: E731
+                y_val, engine.backend.to_numpy(engine.predict(xv_t)), sw_val)
         settings = SimpleNamespace(max_iter=self.max_iter, shuffle=self.shuffle, batch_size=self._batch_size(len(X)),
                                    tol=self.tol, n_iter_no_change=self.n_iter_no_change, incremental=incremental,
-                                   verbose=self.verbose, score=score)
+                                   verbose=self.verbose, score=score,
+                                   sample_weight=None if sample_weight is None else to(sample_weight[None], dt))
         hist = self._history
         unconverged = fit_stochastic(engine, self._opt, hist, to(X.T, dt), to(y.T, dt), rs, settings)
         if unconverged:
@@ -169,17 +176,18 @@ class _MLP(BaseEstimator):
                                  "stochastic.")
         return True
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and targets y.
 
         Args:
             X: array-like (n_samples, n_features), the inputs.
             y: array-like (n_samples,) or (n_samples, n_outputs): class labels or real targets.
+            sample_weight: array-like (n_samples,), or None for equal weights.
 
         Returns:
             self, fitted.
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, sample_weight, incremental=False)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -227,10 +235,10 @@ class MLPRegressor(RegressorMixin, _MLP):
     def _score_target(self, y):
         return y
 
-    def _score_outputs(self, y_true, y_pred):
+    def _score_outputs(self, y_true, y_pred, sample_weight=None):
         if not np.isfinite(y_pred).all():
             return np.nan
-        return r2_score(y_true, y_pred.ravel() if y_pred.shape[1] == 1 else y_pred)
+        return r2_score(y_true, y_pred.ravel() if y_pred.shape[1] == 1 else y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted values, (n_samples,) or (n_samples, n_outputs)."""
@@ -239,9 +247,9 @@ class MLPRegressor(RegressorMixin, _MLP):
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights and optimizer state; returns self."""
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, sample_weight, incremental=True)
 
 
 class MLPClassifier(ClassifierMixin, _MLP):
@@ -287,8 +295,8 @@ class MLPClassifier(ClassifierMixin, _MLP):
     def _labels(self, y_prob):
         return self._label_binarizer.inverse_transform(y_prob.ravel() if self.n_outputs_ == 1 else y_prob)
 
-    def _score_outputs(self, y_true, y_prob):
-        return accuracy_score(y_true, self._labels(y_prob))
+    def _score_outputs(self, y_true, y_prob, sample_weight=None):
+        return accuracy_score(y_true, self._labels(y_prob), sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted classes, (n_samples,), or (n_samples, n_classes) for multi-label targets."""
@@ -310,7 +318,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
         return np.log(y_prob, out=y_prob)
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing from the current weights and optimizer state; returns self.
 
         Args:
@@ -319,7 +327,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -35,6 +35,13 @@ def glorot_params(sizes, rs, activation):
     return flat
 
 
+def _scalar(like, value):
+    """A 0-d array of `like`'s dtype on its backend holding `value`: ufuncs take it faster than a Python float."""
+    s = like[:1].reshape(()).copy()
+    s[...] = value
+    return s
+
+
 class SGD:
     """scikit-learn's SGD over a flat buffer: v = mu v - lr g; params += v, or with Nesterov, params += mu v - lr g.
 
@@ -45,14 +52,15 @@ class SGD:
         self.lr_init, self.lr, self.schedule = lr, float(lr), schedule
         self.momentum, self.nesterov, self.power_t = momentum, nesterov, power_t
         self.v, self.tmp, self.update = (params * 0 for _ in range(3))
+        self._mu, self._lr = _scalar(params, momentum), _scalar(params, lr)
 
     def step(self, xp, params, grads):
-        v, tmp, update = self.v, self.tmp, self.update
-        xp.multiply(grads, self.lr, out=tmp)
-        xp.multiply(v, self.momentum, out=v)
+        v, tmp, update, mu = self.v, self.tmp, self.update, self._mu
+        xp.multiply(grads, self._lr, out=tmp)
+        xp.multiply(v, mu, out=v)
         xp.subtract(v, tmp, out=v)
         if self.nesterov:
-            xp.multiply(v, self.momentum, out=update)
+            xp.multiply(v, mu, out=update)
             xp.subtract(update, tmp, out=update)
             xp.add(params, update, out=params)
         else:
@@ -61,12 +69,14 @@ class SGD:
     def iteration_ends(self, t):
         if self.schedule == "invscaling":
             self.lr = float(self.lr_init) / (t + 1) ** self.power_t
+            self._lr[...] = self.lr
 
     def trigger_stopping(self):
         """Whether to stop; with the adaptive schedule, divide the rate by 5 instead while it is above 1e-6."""
         if self.schedule != "adaptive" or self.lr <= 1e-6:
             return True
         self.lr /= 5.0
+        self._lr[...] = self.lr
         return False
 
 
@@ -77,21 +87,24 @@ class Adam:
         self.lr_init, self.lr = lr, float(lr)
         self.beta_1, self.beta_2, self.epsilon, self.t = beta_1, beta_2, epsilon, 0
         self.m, self.v, self.tmp, self.update = (params * 0 for _ in range(4))
+        self._c = [_scalar(params, c) for c in (beta_1, 1 - beta_1, beta_2, 1 - beta_2, epsilon, -lr)]
 
     def step(self, xp, params, grads):
-        m, v, tmp, update, b1, b2 = self.m, self.v, self.tmp, self.update, self.beta_1, self.beta_2
+        m, v, tmp, update = self.m, self.v, self.tmp, self.update
+        b1, one_b1, b2, one_b2, eps, neg_lr = self._c
         self.t += 1
         xp.multiply(m, b1, out=m)
-        xp.multiply(grads, 1 - b1, out=tmp)
+        xp.multiply(grads, one_b1, out=tmp)
         xp.add(m, tmp, out=m)  # m = b1 m + (1 - b1) g
         xp.multiply(grads, grads, out=tmp)
-        xp.multiply(tmp, 1 - b2, out=tmp)
+        xp.multiply(tmp, one_b2, out=tmp)
         xp.multiply(v, b2, out=v)
         xp.add(v, tmp, out=v)  # v = b2 v + (1 - b2) g^2
-        self.lr = self.lr_init * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        self.lr = self.lr_init * math.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
+        neg_lr[...] = -self.lr
         xp.sqrt(v, out=tmp)
-        xp.add(tmp, self.epsilon, out=tmp)
-        xp.multiply(m, -self.lr, out=update)
+        xp.add(tmp, eps, out=tmp)
+        xp.multiply(m, neg_lr, out=update)
         xp.divide(update, tmp, out=update)
         xp.add(params, update, out=params)
 
@@ -128,42 +141,76 @@ class Engine:
         self.loss_per_sum = 1.0 / (2 * d_out) if out_activation == "identity" else 1.0
         self._workspaces = {}
         self._batch_sum = self.xp.empty((1, 1), self.net.dtype)  # S of one batch, written by the output error
+        # S and sum(w^2) summed over the batches since reset_sums(), in float64 as scikit-learn's Python sum
+        self._sum_s, self._sum_w2 = self.xp.zeros((1, 1)), self.xp.zeros((1, 1))
+        self._weights = {}  # batch size -> (1, n) buffer for the batch's sample weights
+        self.eps = float(np.finfo(self.net.dtype).eps)  # scikit-learn clips probabilities to [eps, 1 - eps]
 
     def workspace(self, n):
         if n not in self._workspaces:
             self._workspaces[n] = self.net.workspace(n)
         return self._workspaces[n]
 
-    def sum_squared_weights(self):
-        """sum(w^2) over every weight (not the biases), as a 0-d array on the backend."""
-        return sum(self.xp.vdot(w, w) for w in self.net.weights)
-
-    def gradient(self, ws, sums):
-        """net.grads = scikit-learn's gradient on the batch in `ws`; S and sum(w^2) added into `sums` (2,)."""
+    def gradient(self, ws):
+        """net.grads = scikit-learn's gradient on the batch in `ws`; its S and sum(w^2) added to the sums."""
+        xp = self.xp
         ws.forward()
         ws.error(self._batch_sum)
-        sums[0] += self._batch_sum[0, 0]
+        xp.add(self._sum_s, self._batch_sum, out=self._sum_s)
         ws.backward(self.grad_scale)  # dS/dz = p - y, propagated: a.T delta
         if self.alpha:
-            sums[1] += self.sum_squared_weights()
+            for w in self.net.weights:
+                xp.add(self._sum_w2, xp.vdot(w, w), out=self._sum_w2)
             self.net.add_decay(self.alpha)  # + alpha w
-        self.xp.divide(self.net.grads, ws.n, out=self.net.grads)  # / n
+        xp.divide(self.net.grads, ws.n, out=self.net.grads)  # / n
 
-    def loss_from_sums(self, sums, n):
-        """The mean loss over n rows from the summed S and sum(w^2) (host numbers)."""
-        return (self.loss_per_sum * float(sums[0]) + 0.5 * self.alpha * float(sums[1])) / n
+    def weighted_gradient(self, ws, sw):
+        """gradient() with scikit-learn's sample weights sw (1, n): delta = sw (p - y), loss and gradient over sum(sw)."""
+        xp = self.xp
+        ws.forward()
+        ws.error()  # g[-1] = p - y
+        sw_sum = sw.sum()
+        ratio = ws.n / sw_sum  # the batch's loss times its size is ratio (loss_per_sum S_w + alpha/2 sum(w^2))
+        s_w = xp.dot(row_losses(xp, self.out_activation, ws.g[-1], ws.y, self.eps), sw[0])
+        xp.add(self._sum_s, ratio * s_w, out=self._sum_s)
+        xp.multiply(ws.g[-1], sw, out=ws.g[-1])
+        ws.backward(self.grad_scale)
+        if self.alpha:
+            for w in self.net.weights:
+                xp.add(self._sum_w2, ratio * xp.vdot(w, w), out=self._sum_w2)
+            self.net.add_decay(self.alpha)
+        xp.divide(self.net.grads, sw_sum, out=self.net.grads)
 
-    def epoch(self, x_t, y_t, order, batch_size, opt):
-        """One pass over the columns `order` of x_t (d_in, N), y_t (d_out, N) in batches; return the epoch's loss."""
+    def batch_gradient(self, ws, sw_t=None, rows=None):
+        """The gradient on the batch in `ws`, weighted by columns `rows` of sw_t (1, N) when given."""
+        if sw_t is None:
+            return self.gradient(ws)
+        if ws.n not in self._weights:
+            self._weights[ws.n] = self.xp.empty((1, ws.n), self.net.dtype)
+        sw = self._weights[ws.n]
+        if rows is None:
+            sw[...] = sw_t
+        else:
+            self.backend.take(sw_t, rows, out=sw)
+        self.weighted_gradient(ws, sw)
+
+    def loss(self, n):
+        """The mean loss over n rows from the sums, on the host; the sums start again from zero."""
+        s, w2 = (float(self.backend.to_numpy(a)[0, 0]) for a in (self._sum_s, self._sum_w2))
+        self._sum_s[...], self._sum_w2[...] = 0, 0
+        return (self.loss_per_sum * s + 0.5 * self.alpha * w2) / n
+
+    def epoch(self, x_t, y_t, order, batch_size, opt, sw_t=None):
+        """One pass over the columns `order` of x_t (d_in, N), y_t (d_out, N) in batches (weighted by the
+        columns of sw_t (1, N) when given); return the epoch's loss."""
         xp, n = self.xp, order.shape[0]
-        sums = xp.zeros(2, self.net.dtype)
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]
             ws = self.workspace(rows.shape[0])
             ws.gather(x_t, y_t, rows)
-            self.gradient(ws, sums)
+            self.batch_gradient(ws, sw_t, rows)
             opt.step(xp, self.net.params, self.net.grads)
-        return self.loss_from_sums(self.backend.to_numpy(sums), n)
+        return self.loss(n)
 
     def predict(self, x_t):
         """The output activations (n, d_out) for inputs x_t (d_in, n) on the backend, in chunks of rows."""
@@ -177,16 +224,27 @@ class Engine:
             y_pred[start:stop] = output_activation(xp, z, self.out_activation).T
         return y_pred
 
-    def loss_and_grad(self, flat, ws):
-        """scikit-learn's (loss, gradient) on the whole batch in `ws` at host parameters `flat`, both on the host."""
+    def loss_and_grad(self, flat, ws, sw_t=None):
+        """scikit-learn's (loss, gradient) on the whole batch in `ws` (weighted by sw_t (1, n) when given) at host
+        parameters `flat`, both on the host."""
         self.net.params[...] = self.backend.asarray(flat, self.net.dtype)
-        sums = self.xp.zeros(2, self.net.dtype)
-        self.gradient(ws, sums)
-        loss = self.loss_from_sums(self.backend.to_numpy(sums), ws.n)
-        return loss, self.backend.to_numpy(self.net.grads).astype(np.float64)
+        self.batch_gradient(ws, sw_t)
+        return self.loss(ws.n), self.backend.to_numpy(self.net.grads).astype(np.float64)
 
     def params_host(self):
         return self.backend.to_numpy(self.net.params).copy()
+
+
+def row_losses(xp, kind, g, y, eps):
+    """Each row's loss sum (n,) from the output error g = p - y (d_out, n), as scikit-learn computes it:
+    squared errors, or log losses of p clipped to [eps, 1 - eps]."""
+    if kind == "identity":
+        return (g * g).sum(axis=0)
+    p = xp.clip(g + y, eps, 1 - eps)
+    log_likelihood = y * xp.log(p)
+    if kind == "logistic":
+        log_likelihood += (1 - y) * xp.log(1 - p)
+    return -log_likelihood.sum(axis=0)
 
 
 def output_activation(xp, z, kind):
@@ -245,8 +303,9 @@ def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
         engine, opt, hist: the Engine, SGD/Adam and History to continue.
         x_t, y_t: training inputs (d_in, n) and targets (d_out, n) on the backend.
         rs: the numpy RandomState for the shuffles.
-        s: settings with max_iter, shuffle, batch_size, tol, n_iter_no_change, incremental, verbose, and
-            score (a function giving the validation score, with early stopping).
+        s: settings with max_iter, shuffle, batch_size, tol, n_iter_no_change, incremental, verbose,
+            sample_weight (1, n) on the backend or None, and score (a function giving the validation score,
+            with early stopping).
 
     Returns:
         True when it stopped at max_iter without converging (scikit-learn's ConvergenceWarning).
@@ -261,7 +320,7 @@ def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
             rs.shuffle(perm)  # sklearn.utils.shuffle of the indices, as scikit-learn draws it
             idx = idx[perm]
             order = engine.backend.asarray(idx)
-        hist.loss_ = engine.epoch(x_t, y_t, order, s.batch_size, opt)
+        hist.loss_ = engine.epoch(x_t, y_t, order, s.batch_size, opt, s.sample_weight)
         hist.n_iter_ += 1
         hist.t_ += n
         hist.loss_curve_.append(hist.loss_)
@@ -278,7 +337,7 @@ def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
     return True
 
 
-def fit_lbfgs(engine, x_t, y_t, max_iter, max_fun, tol):
+def fit_lbfgs(engine, x_t, y_t, max_iter, max_fun, tol, sw_t=None):
     """scikit-learn's L-BFGS: scipy's L-BFGS-B on the whole set, loss and gradient from the engine.
 
     Returns:
@@ -289,7 +348,7 @@ def fit_lbfgs(engine, x_t, y_t, max_iter, max_fun, tol):
     ws = engine.workspace(x_t.shape[1])
     ws.x[...], ws.y[...] = x_t, y_t
     res = scipy.optimize.minimize(
-        engine.loss_and_grad, engine.params_host().astype(np.float64), args=(ws,), method="L-BFGS-B", jac=True,
+        engine.loss_and_grad, engine.params_host().astype(np.float64), args=(ws, sw_t), method="L-BFGS-B", jac=True,
         options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol},
     )
     engine.net.params[...] = engine.backend.asarray(res.x, engine.net.dtype)
