@@ -10,10 +10,14 @@ BIN := $(VENV)/bin
 # The bench's PyTorch: pinned, so that pip takes this release rather than the newest CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: train test bench gpu-check clean
+.PHONY: train train-distributed test bench gpu-check clean
 
 train: $(VENV)/.installed
 	$(BIN)/gpunet train --backend auto
+
+# the tutorial's experiment trained by two MPI ranks (mpiexec comes with the mpich wheel of the extra [mpi])
+train-distributed: $(VENV)/.installed-mpi
+	$(BIN)/mpiexec -n 2 $(BIN)/gpunet train --backend auto --distributed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
@@ -34,6 +38,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(TEST_EXTRAS)]' $(TEST_PACKAGES)
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-mpi: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[mpi]'
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python

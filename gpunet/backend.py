@@ -66,6 +66,16 @@ class Backend:
         if self.name == "cuda":
             self.xp.cuda.get_current_stream().synchronize()
 
+    def nccl(self):
+        """CuPy's NCCL bindings, or None (on the CPU, or a CuPy without NCCL)."""
+        if self.name != "cuda":
+            return None
+        try:
+            from cupy.cuda import nccl
+        except ImportError:
+            return None
+        return nccl if getattr(nccl, "available", True) else None
+
     def out_of_memory(self, error):
         """Whether `error` is CuPy's out-of-memory error."""
         if self.name != "cuda":

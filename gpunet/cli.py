@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from dataclasses import replace
 
 import click
@@ -16,6 +17,7 @@ from gpunet import __version__, checkpoint, gradcheck, plotting
 from gpunet import backend as shim
 from gpunet import predict as predict_mod
 from gpunet.agree import compare
+from gpunet.comm import COMMS, launch
 from gpunet.data import DEFAULT_SEED, table_dataset
 from gpunet.errors import GpunetError
 from gpunet.files import atomic_write, check_writable, write_json
@@ -64,7 +66,8 @@ def parse_hidden(ctx, param, value):
 def backend_options(f):
     """--backend and --device, shared by every command that runs on a backend."""
     f = click.option(
-        "--device", default=0, show_default=True, type=int, help="CUDA device index (with --backend cuda or auto)."
+        "--device", default=None, show_default="0; with --distributed, the rank's index on its node", type=int,
+        help="CUDA device index (with --backend cuda or auto)."
     )(f)
     return click.option(
         "--backend",
@@ -161,9 +164,21 @@ tf32_option = click.option(
     "(faster, less exact; off by default, whatever CUPY_TF32 says).")
 
 
+def distributed_options(f):
+    """--distributed and --comm: one model trained by every rank of an MPI launch."""
+    f = click.option("--comm", default="auto", show_default=True, type=click.Choice(COMMS),
+                     help="How the gradient travels between ranks: nccl (GPUs), mpi (the buffer as it is: host "
+                     "memory, or CUDA-aware MPI), host (GPU buffers staged through host memory); auto: nccl on "
+                     "CUDA when CuPy has it, else host, and mpi on the CPU.")(f)
+    return click.option("--distributed", is_flag=True,
+                        help="Train one model with every rank of an MPI launch (mpiexec -n P gpunet train ... "
+                        "--distributed): each rank computes the gradient of its share of the rows; the result "
+                        "is one process's. Needs mpi4py (the extra [mpi]).")(f)
+
+
 def use_backend(name, device, quiet=False, tf32=False):
     """Resolve the backend; say on stderr what `auto` chose and why."""
-    b = shim.resolve(name, device, tf32=tf32)
+    b = shim.resolve(name, device or 0, tf32=tf32)
     if b.note and not quiet:
         click.echo(b.note, err=True)
     return b
@@ -191,8 +206,10 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the log lines.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary line.")
 @tf32_option
+@distributed_options
 @click.pass_context
-def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_json, quiet, tf32, **options):
+def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_json, quiet, tf32, distributed, comm,
+              **options):
     """Train the network; with no options, the tutorial's experiment.
 
     100 observations of 3 features, 32 hidden units, 1 output, sum of squared errors,
@@ -204,27 +221,45 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
     loss, writes --save, and exits with code 130.
     """
     given = explicit_options(ctx, options)
-    # before training, not after it
-    for path, option in ((save_path, "--save"), (plot_path, "--plot")):
-        if path:
-            check_writable(path, option)
-    if plot_path:
-        plotting.require()
-    config, data = training_data(data_path, target, given, options)
-    b = use_backend(backend, device, quiet=quiet or as_json, tf32=tf32)
-    show = not (quiet or as_json)
-    if data is not None and not as_json:
-        for note in data.notes:
-            click.echo(f"Warning: {note}", err=True)
+    ranks = launch(distributed)
+    with failing_together(ranks):
+        lead = ranks.rank == 0  # the rank that prints and writes
+        for path, option in ((save_path, "--save"), (plot_path, "--plot")):  # before training, not after it
+            if path and lead:
+                check_writable(path, option)
+        if plot_path and lead:
+            plotting.require()
+        config, data = training_data(data_path, target, given, options)
+        show = lead and not (quiet or as_json)
+        b = use_backend(backend, ranks.local_rank if device is None else device, quiet=not show, tf32=tf32)
+        ranks.bind(b, comm)
+        if lead and ranks.note:
+            click.echo(ranks.note, err=True)
+        if lead and data is not None and not as_json:
+            for note in data.notes:
+                click.echo(f"Warning: {note}", err=True)
+        result = train_reporting(config, b, data, ranks, show)
+        if lead:
+            write_outputs(result, save_path, plot_path, as_json)
+    if result.interrupted:
+        ctx.exit(130)
+
+
+def train_reporting(config, b, data, ranks, show):
+    """Train with the log lines, a progress bar on a terminal, and Ctrl-C stopping after the epoch."""
     stop = threading.Event()
     progress = Progress(config.epochs) if show and sys.stderr.isatty() else None
     with on_interrupt(stop):
         try:
-            result = train(config, backend=b, data=data, stop=stop, progress=progress,
-                           on_log=(lambda *figures: click.echo(format_loss_line(*figures))) if show else None)
+            return train(config, backend=b, data=data, stop=stop, progress=progress, comm=ranks,
+                         on_log=(lambda *figures: click.echo(format_loss_line(*figures))) if show else None)
         finally:
             if progress is not None:
                 progress.close()
+
+
+def write_outputs(result, save_path, plot_path, as_json):
+    """The trained model, the plot, and the JSON or summary line."""
     if save_path:
         checkpoint.save(save_path, result.model)
     if plot_path:
@@ -235,8 +270,30 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
         click.echo(f"Interrupted at epoch {result.epochs_run}: loss {result.final_loss:.7g}", err=True)
     else:
         click.echo(summary_line(result))
-    if result.interrupted:
-        ctx.exit(130)
+
+
+@contextlib.contextmanager
+def failing_together(comm):
+    """With several ranks, an error on one ends them all within moments: one line naming the rank and the
+    cause, then MPI's abort (no rank is left waiting in a collective, and no rank writes a model)."""
+    if comm.size == 1:
+        yield
+        return
+    try:
+        yield
+    except click.exceptions.Exit:
+        raise
+    except (GpunetError, click.ClickException) as e:
+        message = e.format_message() if isinstance(e, click.ClickException) else str(e)
+        click.echo(f"Error: rank {comm.rank} of {comm.size}: {message}", err=True)
+        comm.abort(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo(f"Aborted: rank {comm.rank} of {comm.size}", err=True)
+        comm.abort(130)
+    except BaseException as e:  # a bug: the traceback, then every rank ends
+        traceback.print_exc()
+        click.echo(f"Error: rank {comm.rank} of {comm.size}: {type(e).__name__}: {e}", err=True)
+        comm.abort(1)
 
 
 def training_data(data_path, target, given, options):

@@ -2,10 +2,11 @@
 so that every backend sees the same numbers."""
 
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from gpunet.comm import shard_range
 from gpunet.errors import ConfigError, DataError
 from gpunet.tabular import Scaler, column_indices, split_columns
 
@@ -54,6 +55,9 @@ class Dataset:
         notes: one-line remarks for the user (e.g. a constant input column left unscaled).
         classes: for classification, the sorted class labels (y holds one-hot rows over them, a row
             of zeros for a validation label not among them); None for regression.
+        first, n_train, n_val, sharded: for one rank's share of data-parallel training (sharded), the
+            index of x[0] among all ranks' training rows, and the training and validation rows of all
+            ranks (by default those of this Dataset).
     """
 
     x: np.ndarray
@@ -66,6 +70,28 @@ class Dataset:
     target_names: list
     notes: list = field(default_factory=list)
     classes: np.ndarray | None = None
+    first: int = 0
+    n_train: int | None = None
+    n_val: int | None = None
+    sharded: bool = False
+
+    def __post_init__(self):
+        if self.n_train is None:
+            self.n_train = len(self.x)
+        if self.n_val is None:
+            self.n_val = 0 if self.x_val is None else len(self.x_val)
+
+
+def shard(data, size, rank):
+    """Rank `rank` of `size`'s share of `data` (which holds every row): contiguous training and
+    validation rows, views of data's arrays."""
+    lo, hi = shard_range(data.n_train, size, rank)
+    x_val = y_val = None
+    if data.n_val:
+        v_lo, v_hi = shard_range(data.n_val, size, rank)
+        x_val, y_val = data.x_val[v_lo:v_hi], data.y_val[v_lo:v_hi]
+    return replace(data, x=data.x[lo:hi], y=data.y[lo:hi], x_val=x_val, y_val=y_val, first=lo, n_train=data.n_train,
+                   n_val=data.n_val, sharded=True)
 
 
 def split_rng(seed):

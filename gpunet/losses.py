@@ -24,6 +24,7 @@ class SquaredError:
     """sse and mse: a linear output, S = sum (y_pred - y)^2, dS/dz = 2 (y_pred - y)."""
 
     factor = 2
+    weight = None  # per row, 0 for padding (gpunet.batches): multiplies the output error
 
     def __init__(self, ws):
         self.xp, self.mm, self.z, self.y, self.g = ws.xp, ws.backend.matmul, ws.z[-1], ws.y, ws.g[-1]
@@ -32,6 +33,8 @@ class SquaredError:
 
     def error(self, out=None):
         self.xp.subtract(self.z, self.y, out=self.g)
+        if self.weight is not None:
+            self.xp.multiply(self.g, self.weight, out=self.g)
         if out is not None:
             self.mm(self._row, self._col, out=out)
 
@@ -44,6 +47,7 @@ class SoftmaxCrossEntropy:
     """
 
     factor = 1
+    weight = None  # per row, 0 for padding (whose y is all zeros): multiplies the output error
 
     def __init__(self, ws):
         xp, n, dt = ws.xp, ws.n, ws.net.dtype
@@ -64,6 +68,8 @@ class SoftmaxCrossEntropy:
             known = self.y.sum(axis=0)
             out[...] = xp.dot(known, xp.log(self.total)) - xp.vdot(self.y, z)
         xp.subtract(g, self.y, out=g)
+        if self.weight is not None:
+            xp.multiply(g, self.weight, out=g)
 
     def correct(self, out):
         """The number of rows whose largest logit is their label's, into `out` (a (1, 1) buffer)."""
@@ -94,15 +100,43 @@ class LogisticCrossEntropy:
         xp.add(g, 1, out=g)
         xp.reciprocal(g, out=g)  # p = 1 / (1 + exp(-z))
         if out is not None:
-            p = xp.clip(g, self.eps, 1 - self.eps)
-            out[...] = -(xp.vdot(self.y, xp.log(p)) + xp.vdot(1 - self.y, xp.log(1 - p)))
+            out[...] = binary_log_loss_terms(xp, self.y, g, self.eps).sum()
         xp.subtract(g, self.y, out=g)
 
 
+class PoissonDeviance:
+    """poisson (the scikit-learn API's): an exponential output p = exp(z), S = sum [y log(y / p) - y + p]
+    (half the Poisson deviance, 0 log 0 = 0), dS/dz = p - y."""
+
+    factor = 1
+
+    def __init__(self, ws):
+        self.xp, self.z, self.y, self.g = ws.xp, ws.z[-1], ws.y, ws.g[-1]
+
+    def error(self, out=None):
+        self.xp.exp(self.z, out=self.g)
+        if out is not None:
+            out[...] = poisson_deviance_terms(self.xp, self.y, self.g).sum()
+        self.xp.subtract(self.g, self.y, out=self.g)
+
+
+def binary_log_loss_terms(xp, y, p, eps):
+    """-[y log p + (1 - y) log(1 - p)] per element, p clipped to [eps, 1 - eps] as in scikit-learn's binary log loss."""
+    p = xp.clip(p, eps, 1 - eps)
+    return -(y * xp.log(p) + (1 - y) * xp.log(1 - p))
+
+
+def poisson_deviance_terms(xp, y, p):
+    """y log(y / p) - y + p per element, 0 where y = 0 and p = 0."""
+    return y * xp.log(xp.where(y > 0, y / p, 1)) - y + p
+
+
 def output_loss(name, ws):
-    """The loss `name` over workspace `ws`'s output buffers (bce: the scikit-learn API's only)."""
+    """The loss `name` over workspace `ws`'s output buffers (bce, poisson: the scikit-learn API's only)."""
     if name == "bce":
         return LogisticCrossEntropy(ws)
+    if name == "poisson":
+        return PoissonDeviance(ws)
     loss_factor(name, 1, 1)  # validates the name
     return SoftmaxCrossEntropy(ws) if name == "ce" else SquaredError(ws)
 

@@ -151,10 +151,15 @@ class Workspace:
         if y is not None:
             self.y[...] = self.backend.asarray(y).T
 
-    def gather(self, x_t, y_t, rows):
-        """Take columns `rows` of device-resident x_t (d_in, N) and y_t (d_out, N) as the batch."""
+    def gather(self, x_t, y_t, rows, weights=None):
+        """Take columns `rows` of device-resident x_t (d_in, N) and y_t (d_out, N) as the batch; with
+        `weights` (0 or 1 per row), rows of weight 0 are padding that adds nothing to the loss or gradient."""
         self.backend.take(x_t, rows, out=self.x)
         self.backend.take(y_t, rows, out=self.y)
+        if weights is not None:
+            if self.out.weight is None:
+                self.out.weight = self.xp.empty(self.n, self.net.dtype)
+            self.out.weight[...] = weights
 
     def bytes(self):
         """Bytes held by this workspace's buffers."""

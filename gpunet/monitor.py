@@ -3,6 +3,7 @@
 import math
 from dataclasses import dataclass
 
+from gpunet.comm import Single
 from gpunet.errors import Diverged
 from gpunet.losses import loss_factor
 
@@ -20,21 +21,24 @@ class LogPoint:
 
 class Monitor:
     """Buffers that hold an epoch's loss (and, for ce, its correct counts) per batch on the device, and the
-    validation pass; read on the host only at log points.
+    validation pass; read on the host only at log points, where the ranks' sums are added up.
 
     Args:
         net: the Network trained.
         config: the run's Config (loss, weight decay).
-        n_batches, n: the batches per epoch and the training rows.
-        val: the validation rows' Workspace, or None.
+        n_batches, n: the batches per epoch and the training rows (of all ranks).
+        val: this rank's validation rows' Workspace, or None.
+        comm: the communicator (gpunet.comm).
+        n_val: the validation rows of all ranks.
     """
 
-    def __init__(self, net, config, n_batches, n, val=None):
+    def __init__(self, net, config, n_batches, n, val=None, comm=None, n_val=None):
         xp, dt = net.xp, net.dtype
-        self.net, self.backend, self.val = net, net.backend, val
+        self.net, self.backend, self.val, self.comm = net, net.backend, val, comm or Single()
         self.classify, self.decay = config.loss == "ce", config.weight_decay
         self.k = loss_factor(config.loss, n, config.d_out)
-        self.n = n
+        self.k_val = loss_factor(config.loss, n_val, config.d_out) if n_val else None
+        self.n, self.n_val = n, n_val
         self.loss_sums = xp.zeros((n_batches, 1), dt)
         self.hits = xp.zeros((n_batches, 1), dt) if self.classify else None
         self._val_sum, self._val_hits = xp.zeros((1, 1), dt), xp.zeros((1, 1), dt)
@@ -54,29 +58,34 @@ class Monitor:
         if self.classify:
             ws.correct(self.hits[j : j + 1])
 
+    def _sums(self, *buffers):
+        """The sums of device buffers (None: 0), added up over the ranks, on the host."""
+        local = [0.0 if b is None else float(self.backend.to_numpy(b).sum()) for b in buffers]
+        return self.comm.sum(local) if self.comm.size > 1 else local
+
     def epoch(self, t, history):
         """The epoch's (loss, accuracy or None) on the host (the sync point), the loss checked to be finite."""
-        loss = self.k * float(self.backend.to_numpy(self.loss_sums).sum()) + float(self._penalty)
+        total, hits = self._sums(self.loss_sums, self.hits)
+        loss = self.k * total + float(self._penalty)
         if not math.isfinite(loss):
             raise Diverged(t, loss, [(p.epoch, p.loss) for p in history])
-        acc = float(self.backend.to_numpy(self.hits).sum()) / self.n if self.classify else None
-        return loss, acc
+        return loss, (hits / self.n if self.classify else None)
 
     def validation(self):
         """(loss, accuracy or None) on the validation rows at the current parameters."""
         ws = self.val
-        ws.forward()
-        ws.error(self._val_sum)
+        if ws is not None:  # a rank may hold no validation rows
+            ws.forward()
+            ws.error(self._val_sum)
+            if self.classify:
+                ws.correct(self._val_hits)
+        total, hits = self._sums(*((self._val_sum, self._val_hits) if ws is not None else (None, None)))
         penalty = self.decay / 2 * float(self.net.sum_squared_weights()) if self.decay else 0.0
-        loss = loss_factor(self.net.loss, ws.n, ws.y.shape[0]) * float(self.backend.to_numpy(self._val_sum)[0, 0])
-        if not self.classify:
-            return loss + penalty, None
-        ws.correct(self._val_hits)
-        return loss + penalty, float(self.backend.to_numpy(self._val_hits)[0, 0]) / ws.n
+        return self.k_val * total + penalty, (hits / self.n_val if self.classify else None)
 
     def point(self, t, loss, accuracy):
         """The LogPoint of epoch t, with the validation figures where there are validation rows."""
-        val_loss, val_acc = self.validation() if self.val is not None else (None, None)
+        val_loss, val_acc = self.validation() if self.n_val else (None, None)
         return LogPoint(t, loss, val_loss, accuracy, val_acc)
 
 

@@ -10,7 +10,9 @@ from gpunet import __version__
 from gpunet import backend as backends
 from gpunet.checkpoint import SavedModel
 from gpunet.config import DTYPES, Config  # noqa: F401 (DTYPES: re-exported for the command line)
-from gpunet.data import check_random_state, synthetic_dataset
+from gpunet.batches import RowPlan
+from gpunet.comm import Single, launch
+from gpunet.data import check_random_state, shard, synthetic_dataset
 from gpunet.errors import ConfigError, DeviceMemoryError
 from gpunet.losses import loss_factor
 from gpunet.model import Layout, Network, init_params
@@ -56,6 +58,8 @@ class Result:
     val_accuracies: list = field(default_factory=list)
     best_epoch: int | None = None
     best_val_loss: float | None = None
+    ranks: int = 1
+    communicator: str = "none"
 
     @property
     def params(self):
@@ -89,6 +93,8 @@ class Result:
         if self.best_epoch is not None:
             out["best_epoch"], out["best_val_loss"] = self.best_epoch, self.best_val_loss
             out["stopped_early"] = self.stopped_early
+        if self.ranks > 1:
+            out["ranks"], out["communicator"] = self.ranks, self.communicator
         if self.interrupted:
             out["interrupted"] = True
         return out
@@ -108,9 +114,8 @@ def initial_draws(config, data=None):
 
 
 def sized_for(config, data):
-    """`config` with n, d_in and d_out taken from `data` (n: its training and validation rows)."""
-    rows = len(data.x) + (0 if data.x_val is None else len(data.x_val))
-    return replace(config, n=rows, d_in=data.x.shape[1], d_out=data.y.shape[1])
+    """`config` with n, d_in and d_out taken from `data` (n: its training and validation rows, all ranks')."""
+    return replace(config, n=data.n_train + data.n_val, d_in=data.x.shape[1], d_out=data.y.shape[1])
 
 
 class Trainer:
@@ -119,23 +124,31 @@ class Trainer:
     Args:
         config: a Config.
         backend: a resolved gpunet.backend.Backend.
-        data: a gpunet.data.Dataset, or None for the tutorial's synthetic data of config's sizes.
+        data: a gpunet.data.Dataset, or None for the tutorial's synthetic data of config's sizes; with
+            several ranks, all rows (each rank keeps its share) or this rank's share (gpunet.data.shard).
         start: flat initial parameters (host), or None to draw them from the seed.
+        comm: a gpunet.comm communicator for data-parallel training (default: one process).
     """
 
-    def __init__(self, config, backend, data=None, start=None):
+    def __init__(self, config, backend, data=None, start=None, comm=None):
+        self.comm = comm = comm or Single()
         if data is not None:  # the sizes come from the data
             config = sized_for(config, data)
         if config.loss == "ce" and config.d_out < 2:  # with data, d_out is the number of classes, always 2 or more
             raise ConfigError(f"--loss ce needs two or more classes: give --d-out 2 or more, got {config.d_out}")
         if start is None:
             data, start = initial_draws(config, data)
-        if config.batch_size is not None and config.batch_size > len(data.x):
-            raise ConfigError(f"--batch-size {config.batch_size} is larger than the {len(data.x)} training rows")
+        if comm.size > 1 and not data.sharded:
+            data = shard(data, comm.size, comm.rank)
+        if config.batch_size is not None and config.batch_size > data.n_train:
+            raise ConfigError(f"--batch-size {config.batch_size} is larger than the {data.n_train} training rows")
         if config.loss == "ce" and data.classes is None:
             raise ConfigError("--loss ce needs class labels: give --loss ce when the data are read")
-        if config.early_stop is not None and data.x_val is None:
+        if config.early_stop is not None and not data.n_val:
             raise ConfigError("--early-stop needs validation rows: give --val-split above 0")
+        if not len(data.x):
+            raise ConfigError(f"{comm.size} ranks for {data.n_train} training rows: some rank has none; "
+                              "launch fewer ranks")
         self.config, self.backend, self.data, self.start = config, backend, data, start
         self.warm = backend.name != "cuda"  # CUDA compiles its kernels and makes its handles at first use
         with self._out_of_memory():
@@ -144,18 +157,19 @@ class Trainer:
     def _place(self):
         config, b, data = self.config, self.backend, self.data
         self.net = net = Network(b, config.sizes, self.start, config.dtype, config.activation, config.loss)
-        n, batch = len(data.x), config.batch_size or len(data.x)
+        n, batch = data.n_train, config.batch_size or data.n_train
         self.full = batch == n
-        if self.full:  # the tutorial's full batch: the data lives in the one workspace
-            self.workspaces = [net.workspace(n)]
+        self.rows = None if self.full else RowPlan(n, batch, data.first, len(data.x), self.comm.size > 1)
+        if self.full:  # the tutorial's full batch: the data (this rank's share) lives in the one workspace
+            self.workspaces = [net.workspace(len(data.x))]
             self.workspaces[0].load(data.x, data.y)
         else:  # mini-batches gather their rows from the data on the device
-            self.x_t, self.y_t = b.asarray(data.x.T, config.dtype), b.asarray(data.y.T, config.dtype)
+            self.x_t, self.y_t = (self.rows.place(b, a, config.dtype) for a in (data.x, data.y))
             self.workspaces = [net.workspace(batch)] + ([net.workspace(n % batch)] if n % batch else [])
-        # an epoch's batches: (first row, the workspace of its size); only the last may be shorter
+        # an epoch's batches, over all ranks' rows: (first row, the workspace of its size); only the last may be shorter
         self.batches = [(i, self.workspaces[i + batch > n]) for i in range(0, n, batch)]
         self.val = None
-        if data.x_val is not None:
+        if data.x_val is not None and len(data.x_val):
             self.val = net.workspace(len(data.x_val))
             self.val.load(data.x_val, data.y_val)
 
@@ -222,17 +236,19 @@ class Trainer:
 
     def _run(self, on_log, stop, progress, copy_params, config=None):
         config, b, net = config or self.config, self.backend, self.net
-        n = len(self.data.x)
         opt = make_optimizer(config.optimizer, net, config.lr, config.momentum, config.beta1, config.beta2,
                              config.eps)
         decay = opt.grad_scale * config.weight_decay
         # per batch: (first row, workspace, gradient scale); the loss is k * S, k the batch's for mse and ce
         plan = [(i, w, opt.grad_scale * loss_factor(config.loss, w.n, config.d_out)) for i, w in self.batches]
-        monitor = Monitor(net, config, len(plan), n, self.val)
+        if self.full:  # this rank's rows are a share of the batch: k is the whole batch's
+            plan = [(0, self.workspaces[0], opt.grad_scale * loss_factor(config.loss, self.data.n_train, config.d_out))]
+        monitor = Monitor(net, config, len(plan), self.data.n_train, self.val, self.comm, self.data.n_val)
         keeper = EarlyStopping(net, config.early_stop) if config.early_stop else None
         every, last = config.log_every, config.epochs
         points, loss, t = [], float("nan"), 0
-        shuffle = None if self.full else np.random.default_rng([config.seed, 2])  # the same on every backend
+        shuffle = None if self.full else np.random.default_rng([config.seed, 2])  # the same on every backend and rank
+        stopped = False
 
         b.synchronize()
         start = time.perf_counter()
@@ -253,9 +269,10 @@ class Trainer:
                             break
                 if progress is not None:
                     progress(t)
-                if stop is not None and stop.is_set():
+                if stop is not None and self._stopped(stop, log):
+                    stopped = True
                     break
-            interrupted = t < last and stop is not None and stop.is_set()
+            interrupted = stopped and t < last
             if interrupted:  # the loss of the parameters reached
                 loss, _ = self._loss_pass(monitor, t, points)
             if keeper is not None:
@@ -268,25 +285,36 @@ class Trainer:
         """One epoch's steps; with `monitor` (a log epoch), each batch's loss and correct rows go into it."""
         if shuffle is None:
             _, ws, scale = plan[0]
-            ws.gradient(scale, None if monitor is None else monitor.out(0), decay)
-            if monitor is not None:
-                monitor.count(ws, 0)
-            opt.step()
+            self._step(ws, scale, opt, decay, monitor, 0)
             return
-        rows = self.backend.asarray(shuffle.permutation(len(self.data.x)))  # one small copy per epoch
+        rows, weights = self.rows.epoch(self.backend, shuffle, self.net.dtype)  # one small copy per epoch
         for j, (i, ws, scale) in enumerate(plan):
-            ws.gather(self.x_t, self.y_t, rows[i : i + ws.n])
-            ws.gradient(scale, None if monitor is None else monitor.out(j), decay)
-            if monitor is not None:
-                monitor.count(ws, j)
-            opt.step()
+            ws.gather(self.x_t, self.y_t, rows[i : i + ws.n], None if weights is None else weights[i : i + ws.n])
+            self._step(ws, scale, opt, decay, monitor, j)
+
+    def _step(self, ws, scale, opt, decay, monitor, j):
+        """One update from batch j in `ws`: its gradient, summed over the ranks, the weight decay, the step."""
+        ws.gradient(scale, None if monitor is None else monitor.out(j))
+        if monitor is not None:
+            monitor.count(ws, j)
+        if self.comm.size > 1:
+            self.comm.allreduce(self.net.grads)
+        if decay:
+            self.net.add_decay(decay)
+        opt.step()
+
+    def _stopped(self, stop, log):
+        """Whether to stop now: at once with one process; with several, at a log point, all ranks together."""
+        if self.comm.size == 1:
+            return stop.is_set()
+        return log and self.comm.any(stop.is_set())
 
     def _loss_pass(self, monitor, t, points):
         """The loss of the current parameters over the training rows, batch by batch, without an update."""
         monitor.begin_epoch()
-        for j, (i, w) in enumerate(self.batches):
+        for j, (i, w) in enumerate(self.batches if not self.full else [(0, self.workspaces[0])]):
             if not self.full:
-                w.gather(self.x_t, self.y_t, self.backend.asarray(np.arange(i, i + w.n)))
+                w.gather(self.x_t, self.y_t, *self.rows.in_order(self.backend, i, w.n, self.net.dtype))
             w.forward()
             w.error(monitor.out(j))
             monitor.count(w, j)
@@ -302,7 +330,8 @@ class Trainer:
                   for key in ("loss", "val_loss", "accuracy", "val_accuracy")}
         best = (None, None) if keeper is None else (keeper.best_epoch, keeper.best_loss if keeper.best_epoch is not None else None)
         return Result(config, b.name, b.device, series["loss"], loss, flat, seconds, b.versions(), series["val_loss"],
-                      t, interrupted, model, series["accuracy"], series["val_accuracy"], *best)
+                      t, interrupted, model, series["accuracy"], series["val_accuracy"], *best, self.comm.size,
+                      self.comm.name)
 
 
 def _figures(point, classify):
@@ -311,28 +340,36 @@ def _figures(point, classify):
     return head + (point.accuracy, point.val_accuracy) if classify else head
 
 
-def train(config=None, backend="auto", device=0, data=None, on_log=None, stop=None, progress=None, **options):
+def train(config=None, backend="auto", device=None, data=None, on_log=None, stop=None, progress=None,
+          distributed=False, comm="auto", **options):
     """Train a network and return a Result.
 
     Args:
         config: a Config; or leave it None and pass its fields as keyword options
             (e.g. `train(hidden=(64, 64), epochs=500)`). With `data`, n, d_in and d_out come from it.
         backend: "cpu", "cuda", "auto", or a resolved gpunet.backend.Backend.
-        device: the CUDA device index.
+        device: the CUDA device index (default 0; with several ranks, the rank's index on its node).
         data: a gpunet.data.Dataset (e.g. from gpunet.data.table_dataset); None for synthetic data.
         on_log: called at each log point as on_log(epoch, loss, val_loss or None), and with loss="ce"
             as on_log(epoch, loss, val_loss, accuracy, val_accuracy).
         stop, progress: see Trainer.run.
+        distributed: train one model with every rank of an MPI launch (`mpiexec -n P python ...`); each
+            rank keeps its share of the rows, and the result is the same as one process's.
+        comm: how the gradient travels between ranks ("auto", "nccl", "mpi", "host"), or a communicator
+            from gpunet.comm.launch.
 
     Raises:
         gpunet.errors.ConfigError, BackendUnavailable, Diverged, DeviceMemoryError.
     """
     if config is None:
         if data is not None:  # the sizes are the data's, not the tutorial's
-            options = {**options, "n": len(data.x), "d_in": data.x.shape[1], "d_out": data.y.shape[1]}
+            options = {**options, "n": data.n_train + data.n_val, "d_in": data.x.shape[1], "d_out": data.y.shape[1]}
         config = Config(**options)
     elif options:
         raise TypeError("pass either a Config or keyword options, not both")
+    ranks = comm if not isinstance(comm, str) else launch(distributed)
     if not isinstance(backend, backends.Backend):
-        backend = backends.resolve(backend, device)
-    return Trainer(config, backend, data).run(on_log, stop, progress)
+        backend = backends.resolve(backend, ranks.local_rank if device is None else device)
+    if isinstance(comm, str):  # a communicator given as an object is bound by its maker
+        ranks.bind(backend, comm)
+    return Trainer(config, backend, data, comm=ranks).run(on_log, stop, progress)

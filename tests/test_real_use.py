@@ -20,7 +20,7 @@ from gpunet.backend import resolve
 from gpunet.errors import DataError, DeviceMemoryError
 from gpunet.files import atomic_write
 from gpunet.gradcheck import finite_difference, generic_network
-from gpunet.model import loss_factor
+from gpunet.losses import loss_factor
 from gpunet.optim import make_optimizer
 from gpunet.predict import columns, predict
 from gpunet.tabular import read_table

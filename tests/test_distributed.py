@@ -1,0 +1,111 @@
+"""Data-parallel training over real MPI ranks (mpiexec from the `mpich` wheel): P ranks follow one process's
+trajectory, the command line's launch and outputs, and failures that end every rank."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import gpunet
+from gpunet import checkpoint
+from gpunet.cli import cli
+
+pytest.importorskip("mpi4py", reason="the distributed tests need mpi4py and mpich (gpunet's extra [mpi])")
+BIN = os.path.dirname(sys.executable)
+MPIEXEC = shutil.which("mpiexec", path=BIN) or shutil.which("mpiexec")
+GPUNET = shutil.which("gpunet", path=BIN) or shutil.which("gpunet")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+if MPIEXEC is None:
+    pytest.skip("no mpiexec: pip install mpich", allow_module_level=True)
+
+# Every loss and optimizer, full batch and mini-batches (13 rows do not divide by 2 or 3 ranks, nor
+# 100 by the batch of 16), validation and early stopping, weight decay and activations.
+BASE = dict(dtype="float64", n=100, d_in=4, hidden=(9, 5), init="he", epochs=12, log_every=3)
+CASES = [
+    dict(loss="sse", lr=1e-3),
+    dict(loss="mse", lr=0.05, batch_size=16, optimizer="momentum"),
+    dict(loss="mse", lr=0.01, batch_size=13, optimizer="adam", weight_decay=0.01, activation="tanh"),
+    dict(loss="ce", d_out=3, lr=0.3, val_split=0.25),
+    dict(loss="ce", d_out=4, lr=0.02, batch_size=16, optimizer="adam", val_split=0.2, early_stop=1,
+         activation="sigmoid", epochs=60),
+    dict(loss="sse", d_out=2, lr=5e-4, batch_size=7, optimizer="sgd", val_split=0.1),
+]
+
+
+def mpirun(ranks, *args, timeout=120):
+    return subprocess.run([MPIEXEC, "-n", str(ranks), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def one_process():
+    return [gpunet.train(backend="cpu", **{**BASE, **case}) for case in CASES]
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_follow_one_process(tmp_path, one_process, ranks):
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps([{**BASE, **case} for case in CASES]))
+    out = tmp_path / "out.npz"
+    r = mpirun(ranks, sys.executable, os.path.join(HERE, "dist_worker.py"), cases, out)
+    assert r.returncode == 0, r.stderr
+    got = np.load(out)
+    for i, want in enumerate(one_process):
+        assert got[f"meta{i}"].tolist() == [ranks, want.epochs_run, -1 if want.best_epoch is None else want.best_epoch]
+        np.testing.assert_allclose(got[f"losses{i}"], [l for _, l in want.losses] + [want.final_loss], rtol=1e-10)
+        np.testing.assert_allclose(got[f"val{i}"], [l for _, l in want.val_losses + want.val_accuracies + want.accuracies],
+                                   rtol=1e-10)
+        np.testing.assert_allclose(got[f"params{i}"], want.flat_params, rtol=1e-9, atol=1e-12)
+    assert one_process[4].stopped_early  # the early-stopping case does stop early, on every rank alike
+
+
+def test_cli_on_a_data_file_saves_one_processes_model(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((157, 3))
+    path = tmp_path / "t.csv"
+    np.savetxt(path, np.column_stack([x, x @ [1.0, -2.0, 0.5]]), delimiter=",", header="a,b,c,t", comments="")
+    common = ["train", "--backend", "cpu", "--data", path, "--dtype", "float64", "--batch-size", "20",
+              "--optimizer", "adam", "--lr", "0.01", "--epochs", "15", "--json"]
+    single = CliRunner().invoke(cli, [str(a) for a in common + ["--save", tmp_path / "one.npz"]])
+    assert single.exit_code == 0, single.output
+    r = mpirun(3, GPUNET, *common, "--save", tmp_path / "three.npz", "--distributed")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)  # one JSON object: only rank 0 prints
+    assert out["ranks"] == 3 and out["communicator"] == "mpi"
+    np.testing.assert_allclose([l for _, l in out["val_losses"]],
+                               [l for _, l in json.loads(single.stdout)["val_losses"]], rtol=1e-10)
+    a, b = checkpoint.load(str(tmp_path / "one.npz")), checkpoint.load(str(tmp_path / "three.npz"))
+    np.testing.assert_allclose(b.params, a.params, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.x_scaler.mean, a.x_scaler.mean, rtol=1e-12)
+
+
+def test_the_tutorial_on_two_ranks_prints_its_lines_once():
+    r = mpirun(2, GPUNET, "train", "--backend", "cpu", "--distributed")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 21 and lines[0].startswith("Epoch:  10    Loss:  ") and lines[-1].startswith("Trained on cpu")
+
+
+def test_a_failing_rank_ends_every_rank_and_writes_nothing(tmp_path):
+    model = tmp_path / "m.npz"
+    r = mpirun(2, GPUNET, "train", "--backend", "cpu", "--distributed", "--lr", "10", "--save", model, timeout=60)
+    assert r.returncode == 3 and "Error: rank" in r.stderr and "diverged" in r.stderr
+    assert not model.exists()
+
+
+def test_distributed_outside_a_launch_is_one_rank_with_a_note():
+    r = CliRunner().invoke(cli, ["train", "--backend", "cpu", "--distributed", "--epochs", "20", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "not launched by an MPI launcher" in r.stderr and "one rank" in r.stderr
+
+
+def test_distributed_without_mpi4py_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
+    r = CliRunner().invoke(cli, ["train", "--backend", "cpu", "--distributed"])
+    assert r.exit_code == 2 and "mpi4py" in r.stderr and "[mpi]" in r.stderr
