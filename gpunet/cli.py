@@ -18,7 +18,7 @@ from gpunet import backend as shim
 from gpunet import predict as predict_mod
 from gpunet.agree import compare
 from gpunet.comm import COMMS, launch
-from gpunet.data import DEFAULT_SEED, table_dataset
+from gpunet.data import DEFAULT_SEED, read_dataset
 from gpunet.errors import GpunetError
 from gpunet.files import atomic_write, check_writable, write_json
 from gpunet.config import HIDDEN_ACTIVATIONS
@@ -229,7 +229,7 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
                 check_writable(path, option)
         if plot_path and lead:
             plotting.require()
-        config, data = training_data(data_path, target, given, options)
+        config, data = training_data(data_path, target, given, options, ranks)
         show = lead and not (quiet or as_json)
         b = use_backend(backend, ranks.local_rank if device is None else device, quiet=not show, tf32=tf32)
         ranks.bind(b, comm)
@@ -296,7 +296,7 @@ def failing_together(comm):
         comm.abort(1)
 
 
-def training_data(data_path, target, given, options):
+def training_data(data_path, target, given, options, ranks):
     """(Config, Dataset or None) from train's options: a file's table, or the synthetic data (None)."""
     if not data_path:
         if target:
@@ -309,7 +309,7 @@ def training_data(data_path, target, given, options):
     for k in ("n", "d_in", "d_out", "loss"):
         options.pop(k)
     config, _ = split_config(options, loss=given.get("loss", "mse"), val_split=0.2)
-    data = table_dataset(read_table(data_path), target, config.val_split, config.seed, classify=config.loss == "ce")
+    data = read_dataset(data_path, target, config.val_split, config.seed, config.loss == "ce", ranks)
     return sized_for(config, data), data
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from gpunet.comm import shard_range
 from gpunet.errors import ConfigError, DataError
-from gpunet.tabular import Scaler, column_indices, split_columns
+from gpunet.tabular import Scaler, column_indices, count_rows, read_table, split_columns
 
 # The tutorial's rule: y = 0.2 * x1 - 1.3 * x2 - 0.5 * x3 + N(0, 1) noise.
 TUTORIAL_COEF = (0.2, -1.3, -0.5)
@@ -149,21 +149,69 @@ def holdout(n, fraction, seed):
     return np.setdiff1d(np.arange(n), val), val
 
 
-def table_dataset(table, target=None, val_split=0.2, seed=None, classify=False):
+@dataclass
+class Part:
+    """Where a table's rows sit among all ranks' rows: rows [first, first + rows) of `total`, and the
+    communicator over which the training rows' statistics and classes are combined."""
+
+    first: int
+    total: int
+    comm: object = None
+
+    def split(self, rows, fraction, seed):
+        """(local training rows, local validation rows, first local training row's index among all ranks',
+        validation rows of all ranks): the split of all `total` rows, as one process draws it."""
+        train, val = holdout(self.total, fraction, seed)
+        local = [g[(g >= self.first) & (g < self.first + rows)] - self.first for g in (train, val)]
+        return (*local, int(np.searchsorted(train, self.first)), len(val))
+
+    def fit(self, values):
+        """Standardisation from the training rows of every rank (equal to one process's within rounding)."""
+        if self.comm is None or self.comm.size == 1:
+            return Scaler.fit(values)
+        n = self.comm.sum([len(values)])[0]
+        mean = self.comm.sum(values.sum(axis=0)) / n
+        return Scaler(mean, np.sqrt(self.comm.sum(((values - mean) ** 2).sum(axis=0)) / n))
+
+    def classes(self, labels):
+        """The sorted distinct labels of every rank's training rows."""
+        if self.comm is None or self.comm.size == 1:
+            return np.unique(labels)
+        return np.unique(np.concatenate([np.asarray(u, dtype=labels.dtype) for u in
+                                         self.comm.allgather(np.unique(labels).tolist())]))
+
+    def count(self, k):
+        return k if self.comm is None or self.comm.size == 1 else int(self.comm.sum([k])[0])
+
+
+def table_dataset(table, target=None, val_split=0.2, seed=None, classify=False, part=None):
     """Split a Table into inputs and targets, hold out validation rows, and standardise from the training rows.
 
     With `classify`, the target is one column of class labels (numbers or text): the classes are the
-    sorted distinct labels of the training rows, and y holds one-hot rows over them.
+    sorted distinct labels of the training rows, and y holds one-hot rows over them. With `part` (a
+    Part), the table is one rank's share of all rows, read with gpunet.tabular.read_table(path, rows=...):
+    the validation rows are those one process would draw, and the statistics and classes are every
+    rank's.
 
     Raises:
         DataError: a target column is missing or constant; for classification, more than one target
             column, a missing label, or a single class.
     """
+    part = part or Part(0, table.rows)
+    train, val, first, n_val = part.split(table.rows, val_split, seed)
     if classify:
-        return _class_dataset(table, target, val_split, seed)
+        data = _class_dataset(table, target, train, val, part)
+    else:
+        data = _value_dataset(table, target, train, val, part)
+    if part.comm is None or part.comm.size == 1:
+        return data
+    return replace(data, first=first, n_train=part.total - n_val, n_val=n_val, sharded=True)
+
+
+def _value_dataset(table, target, train, val, part):
+    """table_dataset for regression targets."""
     x, y, input_names, target_names = split_columns(table, target)
-    train, val = holdout(len(x), val_split, seed)
-    x_scaler, y_scaler = Scaler.fit(x[train]), Scaler.fit(y[train])
+    x_scaler, y_scaler = part.fit(x[train]), part.fit(y[train])
     flat = y_scaler.constant()
     if flat.size:
         raise DataError(f"{table.path}: target column {target_names[flat[0]]!r} is constant on the training rows; "
@@ -180,7 +228,7 @@ def _standardised_inputs(table, x, names, scaler):
     return scaler.transform(x), notes
 
 
-def _class_dataset(table, target, val_split, seed):
+def _class_dataset(table, target, train, val, part):
     """table_dataset for class labels."""
     t = column_indices(table, target) if target else [len(table.names) - 1]
     if len(t) != 1:
@@ -192,16 +240,30 @@ def _class_dataset(table, target, val_split, seed):
     if labels.dtype.kind == "O":
         labels = labels.astype(str)
     name, input_names = table.names[t[0]], [table.names[i] for i in inputs]
-    train, val = holdout(len(x), val_split, seed)
-    classes = np.unique(labels[train])
+    classes = part.classes(labels[train])
     if len(classes) < 2:
         raise DataError(f"{table.path}: target column {name!r} has one class ({classes[0]!r}) on the training rows; "
                         "a classifier needs two or more")
-    y, unknown = one_hot(labels, classes)
-    x_scaler = Scaler.fit(x[train])
+    y, _ = one_hot(labels, classes)
+    unknown = part.count(len(val) - int(y[val].sum()))
+    x_scaler = part.fit(x[train])
     x, notes = _standardised_inputs(table, x, input_names, x_scaler)
     if unknown:
         notes.append(f"{table.path}: {unknown} validation rows have a label not among the training rows' classes; "
                      "they count as misclassified")
     return Dataset(*_split(x, y, (train, val)), x_scaler, Scaler.identity(len(classes)), input_names,
                    [name], notes, classes)
+
+
+def read_dataset(path, target=None, val_split=0.2, seed=None, classify=False, comm=None):
+    """table_dataset of the table at `path`; with several ranks (`comm`), each reads only its share of
+    the rows and the statistics are combined over the ranks.
+
+    Raises:
+        DataError: as read_table and table_dataset.
+    """
+    if comm is None or comm.size == 1:
+        return table_dataset(read_table(path), target, val_split, seed, classify)
+    total = count_rows(path)
+    lo, hi = shard_range(total, comm.size, comm.rank)
+    return table_dataset(read_table(path, rows=(lo, hi)), target, val_split, seed, classify, Part(lo, total, comm))

@@ -109,3 +109,39 @@ def test_distributed_without_mpi4py_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
     r = CliRunner().invoke(cli, ["train", "--backend", "cpu", "--distributed"])
     assert r.exit_code == 2 and "mpi4py" in r.stderr and "[mpi]" in r.stderr
+
+
+def test_each_rank_reads_its_rows_and_the_classes_are_every_ranks(tmp_path):
+    """Text labels in a folder of shards, one class only in the last rows: 3 ranks, each reading its share,
+    end with one process's classes, standardisation and parameters."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((150, 3)) * [1, 5, 0.2] + [0, 3, -1]
+    labels = np.where(x[:, 0] > 0, "up", "down")
+    labels[-20:] = "last"  # only the last rank's rows hold this class
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for k, rows in enumerate(np.array_split(np.arange(150), 4)):  # shards that do not line up with the ranks
+        text = "\n".join(",".join(f"{v:.6f}" for v in x[i]) + f",{labels[i]}" for i in rows)
+        (folder / f"part-{k}.csv").write_text("a,b,c,kind\n" + text + "\n")
+    common = ["train", "--backend", "cpu", "--data", folder, "--loss", "ce", "--dtype", "float64", "--lr", "0.5",
+              "--epochs", "20", "-q"]
+    single = CliRunner().invoke(cli, [str(a) for a in common + ["--save", tmp_path / "one.npz"]])
+    assert single.exit_code == 0, single.output
+    r = mpirun(3, GPUNET, *common, "--save", tmp_path / "three.npz", "--distributed")
+    assert r.returncode == 0, r.stderr
+    a, b = checkpoint.load(str(tmp_path / "one.npz")), checkpoint.load(str(tmp_path / "three.npz"))
+    assert b.classes.tolist() == a.classes.tolist() == ["down", "last", "up"]
+    np.testing.assert_allclose(b.x_scaler.scale, a.x_scaler.scale, rtol=1e-12)
+    np.testing.assert_allclose(b.params, a.params, rtol=1e-9, atol=1e-12)
+
+
+def test_a_broken_shard_on_one_rank_ends_all_ranks(tmp_path):
+    rows = [f"{i},{i % 7},{2 * i}" for i in range(60)]
+    rows[45] = "45,oops,90"  # line 47 of the file, in the second rank's half
+    path = tmp_path / "broken.csv"
+    path.write_text("a,b,t\n" + "\n".join(rows) + "\n")
+    model = tmp_path / "m.npz"
+    r = mpirun(2, GPUNET, "train", "--backend", "cpu", "--data", path, "--distributed", "--save", model, timeout=60)
+    assert r.returncode == 4, (r.returncode, r.stderr)
+    assert "Error: rank 1 of 2: " in r.stderr and "row 47, column 2 (b) is not a number: 'oops'" in r.stderr
+    assert not model.exists()
