@@ -201,18 +201,17 @@ def _init_params(self, kw):
 
 
 class MLPRegressor(RegressorMixin, _MLP):
-    """scikit-learn's MLPRegressor (squared error, identity output), trained by gpunet.
+    """scikit-learn's MLPRegressor (squared error with an identity output, or Poisson deviance with an
+    exponential one), trained by gpunet.
 
     Parameters, defaults and fitted attributes are scikit-learn's (`sklearn.neural_network.MLPRegressor`),
     plus backend ("auto": CUDA when usable, else the CPU), device (CUDA index) and dtype (None: the input's).
-    loss="poisson" is not supported.
-
-    As scikit-learn's, with several targets the gradient is n_outputs times the gradient of the reported
-    loss (the loss averages over the outputs, the gradient of each output is p - y; scikit-learn issue
-    #8349). gpunet follows it, so that the numbers stay the same.
+    As scikit-learn's, with squared_error and several targets the gradient is n_outputs times the
+    gradient of the reported loss (the loss averages over the outputs, the gradient of each output is
+    p - y; scikit-learn issue #8349). gpunet follows it, so that the numbers stay the same.
     """
 
-    _parameter_constraints = {**_CONSTRAINTS, "loss": [StrOptions({"squared_error"})]}
+    _parameter_constraints = {**_CONSTRAINTS, "loss": [StrOptions({"squared_error", "poisson"})]}
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
@@ -223,7 +222,7 @@ class MLPRegressor(RegressorMixin, _MLP):
         _init_params(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
 
     def _out_activation(self):
-        return "identity"
+        return "exp" if self.loss == "poisson" else "identity"
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32),

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpunet.losses import binary_log_loss_terms, poisson_deviance_terms
 from gpunet.model import Layout, Network
 
 # scikit-learn's output activation -> (gpunet's output loss, the backward scale that makes dS/dz = p - y)
-OUTPUTS = {"identity": ("sse", 0.5), "softmax": ("ce", 1.0), "logistic": ("bce", 1.0)}
+OUTPUTS = {"identity": ("sse", 0.5), "softmax": ("ce", 1.0), "logistic": ("bce", 1.0), "exp": ("poisson", 1.0)}
 HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 PREDICT_CHUNK = 8192  # rows per forward pass when predicting
 
@@ -128,7 +129,8 @@ class Engine:
         params: flat host parameters in gpunet's layout.
         dtype: the dtype of every buffer.
         activation: scikit-learn's hidden activation name (identity, logistic, tanh, relu).
-        out_activation: identity, softmax or logistic.
+        out_activation: identity (squared error), softmax (log loss), logistic (binary log loss) or exp
+            (Poisson deviance).
         alpha: the L2 strength.
     """
 
@@ -236,19 +238,20 @@ class Engine:
 
 
 def row_losses(xp, kind, g, y, eps):
-    """Each row's loss sum (n,) from the output error g = p - y (d_out, n), as scikit-learn computes it:
-    squared errors, or log losses of p clipped to [eps, 1 - eps]."""
+    """Each row's loss sum S_i (n,) from the output error g = p - y (d_out, n), as scikit-learn computes it:
+    squared errors, log losses of p clipped to [eps, 1 - eps], or Poisson deviances."""
     if kind == "identity":
         return (g * g).sum(axis=0)
-    p = xp.clip(g + y, eps, 1 - eps)
-    log_likelihood = y * xp.log(p)
+    p = g + y
     if kind == "logistic":
-        log_likelihood += (1 - y) * xp.log(1 - p)
-    return -log_likelihood.sum(axis=0)
+        return binary_log_loss_terms(xp, y, p, eps).sum(axis=0)
+    if kind == "exp":
+        return poisson_deviance_terms(xp, y, p).sum(axis=0)
+    return -(y * xp.log(xp.clip(p, eps, 1 - eps))).sum(axis=0)
 
 
 def output_activation(xp, z, kind):
-    """scikit-learn's output activation of logits z (d_out, n), in place: identity, softmax over d_out, or logistic."""
+    """scikit-learn's output activation of logits z (d_out, n), in place: identity, softmax over d_out, logistic or exp."""
     if kind == "softmax":
         xp.subtract(z, z.max(axis=0), out=z)
         xp.exp(z, out=z)
@@ -258,6 +261,8 @@ def output_activation(xp, z, kind):
         xp.exp(z, out=z)
         xp.add(z, 1, out=z)
         xp.reciprocal(z, out=z)
+    elif kind == "exp":
+        xp.exp(z, out=z)
     return z
 
 

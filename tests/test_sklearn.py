@@ -49,12 +49,14 @@ def standardised(x):
     return StandardScaler().fit_transform(x)
 
 
-def regression(name):
+def regression(name, loss="squared_error"):
     if name == "diabetes":
         x, y = datasets.load_diabetes(return_X_y=True)
-        return standardised(x), (y - y.mean()) / y.std()
-    x, y = datasets.load_linnerud(return_X_y=True)  # 3 targets: scikit-learn's multi-output gradient (#8349)
-    return standardised(x), standardised(y)
+    else:
+        x, y = datasets.load_linnerud(return_X_y=True)  # 3 targets: scikit-learn's multi-output gradient (#8349)
+    if loss == "poisson":  # positive targets of mean 1
+        return standardised(x), y / y.mean(axis=0)
+    return standardised(x), (y - y.mean(axis=0)) / y.std(axis=0)
 
 
 def classification(name):
@@ -103,11 +105,13 @@ def side_by_side(ours, theirs, x, y):
     return ours, theirs
 
 
+@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
 @pytest.mark.parametrize("data", ["diabetes", "linnerud"])
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_regressor_matches_scikit_learn(solver, data):
-    x, y = regression(data)
-    kw = dict(hidden_layer_sizes=(12, 7), random_state=1, max_iter=25, batch_size=64, alpha=1e-3, **SOLVERS[solver])
+def test_regressor_matches_scikit_learn(solver, data, loss):
+    x, y = regression(data, loss)
+    kw = dict(loss=loss, hidden_layer_sizes=(12, 7), random_state=1, max_iter=25, batch_size=64, alpha=1e-3,
+              **SOLVERS[solver])
     if data == "linnerud":
         kw["batch_size"] = 6  # 20 rows: batches of 6, 6, 6 and 2
     ours, theirs = side_by_side(gs.MLPRegressor(backend="cpu", **kw), sk.MLPRegressor(**kw), x, y)
@@ -135,11 +139,13 @@ def test_classifier_matches_scikit_learn(solver, data):
 @pytest.mark.parametrize("solver", ["sgd", "adam", "adam-early", "lbfgs"])
 def test_sample_weights_match_scikit_learn(solver):
     tol = LBFGS_TOL if solver == "lbfgs" else TOL
-    x, y = regression("linnerud")
-    sw = np.random.default_rng(0).uniform(0.1, 3, len(x))
-    kw = dict(hidden_layer_sizes=(12, 7), random_state=1, max_iter=25, batch_size=6, alpha=1e-3, **SOLVERS[solver])
-    ours = gs.MLPRegressor(backend="cpu", **kw).fit(x, y, sample_weight=sw)
-    assert_same_fit(ours, sk.MLPRegressor(**kw).fit(x, y, sample_weight=sw), tol)
+    for loss in ("squared_error", "poisson"):
+        x, y = regression("linnerud", loss)
+        sw = np.random.default_rng(0).uniform(0.1, 3, len(x))
+        kw = dict(loss=loss, hidden_layer_sizes=(12, 7), random_state=1, max_iter=25, batch_size=6, alpha=1e-3,
+                  **SOLVERS[solver])
+        ours = gs.MLPRegressor(backend="cpu", **kw).fit(x, y, sample_weight=sw)
+        assert_same_fit(ours, sk.MLPRegressor(**kw).fit(x, y, sample_weight=sw), tol)
     for data in ("iris", "cancer", "multilabel"):
         x, y = classification(data)
         sw = np.random.default_rng(1).uniform(0.1, 3, len(x))
@@ -201,23 +207,30 @@ def test_lbfgs_loss_and_gradient_match_finite_differences():
     assert rel(grad, numeric) < 1e-6
 
 
+@pytest.mark.parametrize("loss", ["bce", "poisson"])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
-def test_logistic_output_matches_finite_differences(activation):
+def test_logistic_and_poisson_outputs_match_finite_differences(activation, loss):
     rng = np.random.default_rng(0)
     sizes, n = [4, 6, 3], 9
     net = Network(resolve("cpu"), sizes, 0.5 * rng.standard_normal(4 * 6 + 6 + 6 * 3 + 3), np.float64, activation,
-                  "bce")
+                  loss)
     ws = net.workspace(n)
-    ws.load(rng.standard_normal((n, 4)), rng.random((n, 3)) < 0.5)
+    y = (rng.random((n, 3)) < 0.5) * (1.0 if loss == "bce" else 2.0)  # poisson: zeros and twos
+    ws.load(rng.standard_normal((n, 4)), y)
     _, analytic = ws.loss_and_grad()
     numeric = finite_difference(ws)
     assert rel(analytic, numeric) < 1e-6
     z = ws.forward().copy()
     out = np.empty((1, 1))
     ws.error(out)
-    p = 1 / (1 + np.exp(-z))
-    y = ws.y
-    assert out[0, 0] == pytest.approx(-np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)), rel=1e-12)
+    y = y.T
+    if loss == "bce":
+        p = 1 / (1 + np.exp(-z))
+        expected = -np.sum(y * np.log(p) + (1 - y) * np.log(1 - p))
+    else:
+        p = np.exp(z)
+        expected = np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / p), 0) - y + p)
+    assert out[0, 0] == pytest.approx(expected, rel=1e-12)
 
 
 def test_in_a_pipeline_a_grid_search_and_cross_validation():
