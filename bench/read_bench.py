@@ -25,14 +25,16 @@ import pyarrow.parquet as pq
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from gpunet.tabular import read_table  # noqa: E402
+from gpunet.tabular import count_rows, read_table  # noqa: E402
 
 try:
     import pandas as pd
 except ImportError:
     pd = None
 
-IMPORTS = "import numpy as np, pyarrow.csv as pacsv, pyarrow.parquet as pq\nfrom gpunet.tabular import read_table\n"
+QUARTER = "def quarter(p):\n    n = count_rows(p)\n    return n - n // 4, n\n"  # the last rank's rows of 4
+IMPORTS = ("import numpy as np, pyarrow.csv as pacsv, pyarrow.parquet as pq\n"
+           "from gpunet.tabular import count_rows, read_table\n" + QUARTER)
 if pd is not None:
     IMPORTS += "import pandas as pd\n"
 
@@ -48,6 +50,11 @@ READERS = {
     "gpunet read_table(p).values (Parquet)": ("parquet", "read_table(p).values"),
     "pyarrow.parquet.read_table": ("parquet", "pq.read_table(p)"),
 }
+
+# one rank's rows of 4: count_rows, then read_table(p, rows=the last quarter), beside the whole
+RANK_READERS = {f"{name} {what}": (kind, expr) for kind, name in [("csv", "CSV"), ("parquet", "Parquet"), ("npy", ".npy")]
+                for what, expr in [("count_rows", "count_rows(p)"), ("last quarter", "read_table(p, rows=quarter(p))"),
+                                   ("whole", "read_table(p)")]}
 
 # runs gpunet's command line in this process, timing read_table + Table.numeric and the output write
 TIMED_CLI = """
@@ -80,12 +87,14 @@ def make_files(folder, rows, cols, seed=0):
     csv_path, parquet_path = os.path.join(folder, "big.csv"), os.path.join(folder, "big.parquet")
     np.savetxt(csv_path, x, delimiter=",", header=",".join(names), comments="", fmt="%.8g")
     pq.write_table(pa.table(dict(zip(names, x.T))), parquet_path)
-    return {"csv": csv_path, "parquet": parquet_path}, x.nbytes
+    np.save(os.path.join(folder, "big.npy"), x)
+    return {"csv": csv_path, "parquet": parquet_path, "npy": os.path.join(folder, "big.npy")}, x.nbytes
 
 
 def time_readers(readers, files, repeats):
     """Median seconds per reader over `repeats` interleaved rounds (after one untimed round)."""
-    ns = {"np": np, "pacsv": pacsv, "pq": pq, "pd": pd, "read_table": read_table}
+    ns = {"np": np, "pacsv": pacsv, "pq": pq, "pd": pd, "read_table": read_table, "count_rows": count_rows}
+    exec(QUARTER, ns)
     code = {name: compile(expr, name, "eval") for name, (_, expr) in readers.items()}
     seconds = {name: [] for name in readers}
     for r in range(repeats + 1):
@@ -150,6 +159,13 @@ def main(rows, cols, repeats, folder):
             mib = peak_memory(expr, files[kind])
             click.echo(f"{name:40} {seconds[name]:8.3f}s {seconds[name] / base:13.2f}x {mib:9.1f} "
                        f"{mib * 2**20 / nbytes:7.2f}x")
+
+        seconds = time_readers(RANK_READERS, files, repeats)
+        click.echo(f"\none rank's rows of 4 (its rows found by count_rows, counted in the time)\n"
+                   f"{'reader':40} {'median':>9} {'peak MiB':>9} {'/ array':>8}")
+        for name, (kind, expr) in RANK_READERS.items():
+            mib = peak_memory(expr, files[kind])
+            click.echo(f"{name:40} {seconds[name]:8.3f}s {mib:9.1f} {mib * 2**20 / nbytes:7.2f}x")
 
         model = os.path.join(folder, "model.npz")
         wall, t = timed_cli(["train", "--backend", "cpu", "--data", files["csv"], "--epochs", "1", "-q",

@@ -197,17 +197,17 @@ def _numpy_file(files):
 
 
 def _read_numpy(path, rows=None):
-    """A Table of an .npy's or .npz's rows (all, or lo..hi-1), copied to float64."""
-    array = _numpy_array(path)
+    """A Table of an .npy's or .npz's rows as float64: all of them, or lo..hi-1 copied from the memory map."""
+    array = _numpy_array(path, "r" if rows else None)
     lo, hi = rows or (0, len(array))
-    values = np.array(array[lo:hi], dtype=np.float64)
+    values = np.array(array[lo:hi], dtype=np.float64) if rows else array.astype(np.float64, copy=False)
     return Table([f"c{i}" for i in range(values.shape[1])], list(values.T), path, files=[(path, -lo)] if lo else [])
 
 
-def _numpy_array(path):
-    """An .npy's array memory-mapped, or an .npz's one array loaded; 2-D real numbers."""
+def _numpy_array(path, mmap_mode="r"):
+    """An .npy's array (memory-mapped with mmap_mode "r"), or an .npz's one array loaded; 2-D real numbers."""
     try:
-        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+        loaded = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     except (ValueError, EOFError, zipfile.BadZipFile) as e:
