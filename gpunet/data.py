@@ -75,6 +75,13 @@ class Dataset:
     n_val: int | None = None
     sharded: bool = False
 
+    def astype(self, dtype):
+        """This Dataset with its arrays in `dtype` (the same object when they are already)."""
+        arrays = {k: getattr(self, k) for k in ("x", "y", "x_val", "y_val")}
+        if all(a is None or a.dtype == np.dtype(dtype) for a in arrays.values()):
+            return self
+        return replace(self, **{k: None if a is None else a.astype(dtype) for k, a in arrays.items()})
+
     def __post_init__(self):
         if self.n_train is None:
             self.n_train = len(self.x)

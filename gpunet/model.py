@@ -76,6 +76,8 @@ class Network:
         self.dtype = np.dtype(dtype)
         self.activation, self.loss = activation, loss
         self.params = backend.asarray(params, self.dtype)
+        if self.params is params:  # already of the dtype, on the backend: the network's buffer is its own
+            self.params = params.copy()
         self.grads = self.xp.zeros_like(self.params)
         self.blocks = self.layout.blocks(self.params)
         self.grad_blocks = self.layout.blocks(self.grads)

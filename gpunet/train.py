@@ -149,7 +149,9 @@ class Trainer:
         if not len(data.x):
             raise ConfigError(f"{comm.size} ranks for {data.n_train} training rows: some rank has none; "
                               "launch fewer ranks")
-        self.config, self.backend, self.data, self.start = config, backend, data, start
+        # in the run's dtype from here on: the float64 draws are not kept beside the buffers
+        self.config, self.backend, self.data = config, backend, data.astype(config.dtype)
+        self.start = np.asarray(start, config.dtype)
         self.warm = backend.name != "cuda"  # CUDA compiles its kernels and makes its handles at first use
         with self._out_of_memory():
             self._place()
