@@ -321,6 +321,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
         """One epoch over (X, y), continuing from the current weights and optimizer state; returns self.
 
         Args:
+            sample_weight: array-like (n_samples,), or None for equal weights.
             classes: every class label; needed on the first call (not for multi-label targets).
         """
         if _check_partial_fit_first_call(self, classes):
