@@ -93,6 +93,8 @@ class _MLP(BaseEstimator):
         self.n_outputs_ = y.shape[1]
         sizes = self._sizes(X.shape[1])
         dtype = np.dtype(self.dtype) if self.dtype is not None else X.dtype
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32, float64 or None (the input's), got {self.dtype!r}")
         rs = check_random_state(self.random_state)
         if first:
             self._initialize(y, sizes, dtype, rs)

@@ -143,15 +143,22 @@ class Engine:
         self.loss_per_sum = 1.0 / (2 * d_out) if out_activation == "identity" else 1.0
         self._workspaces = {}
         self._batch_sum = self.xp.empty((1, 1), self.net.dtype)  # S of one batch, written by the output error
-        # S and sum(w^2) summed over the batches since reset_sums(), in float64 as scikit-learn's Python sum
+        # S and sum(w^2) summed over the batches since the last loss(), in float64 as scikit-learn's Python sum
         self._sum_s, self._sum_w2 = self.xp.zeros((1, 1)), self.xp.zeros((1, 1))
         self._weights = {}  # batch size -> (1, n) buffer for the batch's sample weights
+        self._ns = {}  # batch size -> itself as a 0-d array
         self.eps = float(np.finfo(self.net.dtype).eps)  # scikit-learn clips probabilities to [eps, 1 - eps]
 
     def workspace(self, n):
         if n not in self._workspaces:
             self._workspaces[n] = self.net.workspace(n)
         return self._workspaces[n]
+
+    def _batch_n(self, n):
+        """n as a 0-d array of the dtype, made once per batch size."""
+        if n not in self._ns:
+            self._ns[n] = _scalar(self.net.params, n)
+        return self._ns[n]
 
     def gradient(self, ws):
         """net.grads = scikit-learn's gradient on the batch in `ws`; its S and sum(w^2) added to the sums."""
@@ -161,10 +168,9 @@ class Engine:
         xp.add(self._sum_s, self._batch_sum, out=self._sum_s)
         ws.backward(self.grad_scale)  # dS/dz = p - y, propagated: a.T delta
         if self.alpha:
-            for w in self.net.weights:
-                xp.add(self._sum_w2, xp.vdot(w, w), out=self._sum_w2)
+            xp.add(self._sum_w2, sum(xp.vdot(w, w) for w in self.net.weights), out=self._sum_w2)
             self.net.add_decay(self.alpha)  # + alpha w
-        xp.divide(self.net.grads, ws.n, out=self.net.grads)  # / n
+        xp.divide(self.net.grads, self._batch_n(ws.n), out=self.net.grads)  # / n
 
     def weighted_gradient(self, ws, sw):
         """gradient() with scikit-learn's sample weights sw (1, n): delta = sw (p - y), loss and gradient over sum(sw)."""
@@ -178,8 +184,7 @@ class Engine:
         xp.multiply(ws.g[-1], sw, out=ws.g[-1])
         ws.backward(self.grad_scale)
         if self.alpha:
-            for w in self.net.weights:
-                xp.add(self._sum_w2, ratio * xp.vdot(w, w), out=self._sum_w2)
+            xp.add(self._sum_w2, ratio * sum(xp.vdot(w, w) for w in self.net.weights), out=self._sum_w2)
             self.net.add_decay(self.alpha)
         xp.divide(self.net.grads, sw_sum, out=self.net.grads)
 
@@ -332,9 +337,16 @@ def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
         if s.verbose:
             print("Iteration %d, loss = %.8f" % (hist.n_iter_, hist.loss_))
         hist.update(s.tol, s.score, engine.net.params)
+        if s.verbose and s.score is not None:
+            print("Validation score: %f" % hist.validation_scores_[-1])
         opt.iteration_ends(hist.t_)
         if hist.no_improvement_count > s.n_iter_no_change:
-            if opt.trigger_stopping():
+            stop = opt.trigger_stopping()
+            if s.verbose:
+                what = "Validation score did not improve" if s.score is not None else "Training loss did not improve"
+                print(f"{what} more than tol={s.tol:f} for {s.n_iter_no_change} consecutive epochs. "
+                      + ("Stopping." if stop else f"Setting learning rate to {opt.lr:f}"))
+            if stop:
                 return False
             hist.no_improvement_count = 0
         if s.incremental:

@@ -281,3 +281,19 @@ def test_cuda_without_a_gpu_fails_cleanly():
 def test_import_gpunet_needs_no_scikit_learn():
     code = "import sys, gpunet, gpunet.cli; assert 'sklearn' not in sys.modules and 'scipy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_verbose_prints_scikit_learns_lines(capsys):
+    x, y = classification("iris")
+    kw = dict(hidden_layer_sizes=(4,), random_state=0, max_iter=30, early_stopping=True, n_iter_no_change=2,
+              verbose=True)
+    gs.MLPClassifier(backend="cpu", **kw).fit(x, y)
+    ours = capsys.readouterr().out
+    sk.MLPClassifier(**kw).fit(x, y)
+    assert ours == capsys.readouterr().out and "Validation score" in ours and "Stopping." in ours
+
+
+def test_an_unsupported_dtype_is_refused():
+    x, y = regression("diabetes")
+    with pytest.raises(ValueError, match="dtype must be float32, float64"):
+        gs.MLPRegressor(dtype="float16", backend="cpu", max_iter=1).fit(x, y)
