@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from gpunet import sklearn as gs  # noqa: E402
+from gpunet.agree import TOLERANCES  # noqa: E402
 from gpunet.backend import resolve  # noqa: E402
 from gpunet.errors import BackendUnavailable  # noqa: E402
 from gpunet.gradcheck import finite_difference  # noqa: E402
@@ -261,14 +262,18 @@ def test_scikit_learn_estimator_checks(estimator, check):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_cuda_agrees_with_the_cpu_in_float32(backend):
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_float32_on_each_backend_agrees_with_float64_on_the_cpu(backend, solver):
+    """Within `gpunet check`'s float32 tolerance: loss curve, weights and probabilities."""
     x, y = classification("digits")
-    kw = dict(hidden_layer_sizes=(32,), random_state=0, max_iter=10, dtype="float32")
-    cpu = gs.MLPClassifier(backend="cpu", **kw).fit(x, y)
-    other = gs.MLPClassifier(backend=backend, **kw).fit(x, y)
-    assert rel(other.loss_curve_, cpu.loss_curve_) < 1e-4
-    assert rel(other.predict_proba(x), cpu.predict_proba(x)) < 1e-3
-    assert isinstance(other.coefs_[0], np.ndarray)
+    kw = dict(hidden_layer_sizes=(32,), random_state=0, max_iter=10, solver=solver)
+    reference = gs.MLPClassifier(backend="cpu", **kw).fit(x, y)
+    ours = gs.MLPClassifier(backend=backend, dtype="float32", **kw).fit(x, y)
+    tol = TOLERANCES["float32"]
+    assert rel(getattr(ours, "loss_curve_", ours.loss_), getattr(reference, "loss_curve_", reference.loss_)) < tol
+    for a, b in zip(ours.coefs_ + ours.intercepts_, reference.coefs_ + reference.intercepts_):
+        assert isinstance(a, np.ndarray) and a.dtype == np.float32 and rel(a, b) < tol
+    assert rel(ours.predict_proba(x), reference.predict_proba(x)) < tol
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="CUDA is usable here")
