@@ -29,15 +29,17 @@ class GpunetRunner:
 
     name = "gpunet"
 
-    def __init__(self, config, backend):
-        self.backend = backend
+    def __init__(self, config, backend, comm=None):
+        self.backend, self.comm = backend, comm
         # one log point, at the end: the loss is reduced and copied to the host once
-        self.trainer = Trainer(replace(config, log_every=config.epochs), backend)
+        self.trainer = Trainer(replace(config, log_every=config.epochs), backend, comm=comm)
         self.result = None
 
     def run(self):
         self.trainer.reset()
         self.result = self.trainer.run(copy_params=False)
+        if self.comm is not None and self.comm.size > 1:  # the slowest rank's: every rank then agrees on the rounds
+            return max(self.comm.allgather(self.result.train_seconds))
         return self.result.train_seconds
 
     def final_loss(self):
@@ -137,7 +139,7 @@ def pool_high_water(xp):
     return hook(xp.get_default_memory_pool().used_bytes())
 
 
-def peak_training_bytes(config, backend):
+def peak_training_bytes(config, backend, comm=None):
     """Peak memory while placing the data, building the network's buffers and training once.
 
     The data and initial parameters are drawn on the host first and not counted, nor is the copy of
@@ -149,13 +151,13 @@ def peak_training_bytes(config, backend):
     data, start = initial_draws(config)
     if backend.name == "cuda":
         with pool_high_water(backend.xp) as hook:
-            Trainer(config, backend, data, start).run(copy_params=False)
+            Trainer(config, backend, data, start, comm).run(copy_params=False)
             backend.synchronize()
         backend.xp.get_default_memory_pool().free_all_blocks()  # back to the device, for whoever runs next
         return hook.peak_above_start()
     tracemalloc.start()
     try:
-        Trainer(config, backend, data, start).run(copy_params=False)
+        Trainer(config, backend, data, start, comm).run(copy_params=False)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -205,7 +207,7 @@ def machine_info(backends):
     return info
 
 
-def bench(workloads, backends, repeats=5, extra_runners=None, progress=None):
+def bench(workloads, backends, repeats=5, extra_runners=None, progress=None, comm=None):
     """Benchmark gpunet (and any extra runners) on the named workloads and backends.
 
     Args:
@@ -213,6 +215,7 @@ def bench(workloads, backends, repeats=5, extra_runners=None, progress=None):
         backends: resolved gpunet Backends.
         extra_runners: optional callable(config, backend) -> runners (the peers), timed in turns with gpunet.
         progress: optional callable(message) for long runs.
+        comm: a bound communicator (gpunet.comm) to time data-parallel training with its ranks (no peers).
 
     Returns:
         A JSON-ready dict: `machine`, `ceilings_gflops` per backend, `records` (one per workload, backend
@@ -228,8 +231,8 @@ def bench(workloads, backends, repeats=5, extra_runners=None, progress=None):
     for wname, config in workloads.items():
         results = {}
         for b in backends:
-            ours = GpunetRunner(config, b)
-            runners = [ours, *(extra_runners(config, b) if extra_runners else [])]
+            ours = GpunetRunner(config, b, comm)
+            runners = [ours, *(extra_runners(config, b) if extra_runners and comm is None else [])]
             times = measure(runners, repeats, progress=lambda m, w=wname: say(f"{w}: {m}"))
             results[b.name] = ours.result
             for r in runners:
@@ -238,7 +241,7 @@ def bench(workloads, backends, repeats=5, extra_runners=None, progress=None):
                        "final_loss": r.final_loss(), **getattr(r, "extra", {})}
                 if r is ours:
                     say(f"{wname}: gpunet on {b.name}: peak memory")
-                    rec.update(peak_bytes=peak_training_bytes(config, b), buffer_bytes=ours.buffer_bytes(),
+                    rec.update(peak_bytes=peak_training_bytes(config, b, comm), buffer_bytes=ours.buffer_bytes(),
                                needed_bytes=needed_bytes(config))
                 else:
                     d, rel = difference([r.final_loss()], [ours.final_loss()])
@@ -252,5 +255,6 @@ def bench(workloads, backends, repeats=5, extra_runners=None, progress=None):
             for row in compare(results[other], results[names[0]]):
                 agreement.append({"workload": wname, "a": f"gpunet/{other}", "b": f"gpunet/{names[0]}",
                                   **asdict(row), "ok": row.ok})
-    return {"machine": machine_info(backends), "ceilings_gflops": ceilings, "records": records,
-            "agreement": agreement}
+    machine = {**machine_info(backends), **({"ranks": comm.size, "communicator": comm.name}
+                                             if comm is not None and comm.size > 1 else {})}
+    return {"machine": machine, "ceilings_gflops": ceilings, "records": records, "agreement": agreement}

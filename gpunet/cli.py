@@ -436,8 +436,9 @@ def split_list(value):
 @click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")
 @click.option("--reference", is_flag=True, help="Also compare each backend with a float64 NumPy run.")
 @tf32_option
+@distributed_options
 @click.pass_context
-def check_cmd(ctx, workload, backends, device, reference, tf32, **options):
+def check_cmd(ctx, workload, backends, device, reference, tf32, distributed, comm, **options):
     """Train one configuration on several backends from the same start and compare them.
 
     Compares the losses at the log points, the final loss and every final parameter tensor, as the
@@ -451,24 +452,34 @@ def check_cmd(ctx, workload, backends, device, reference, tf32, **options):
     names = split_list(backends)
     if len(names) < 2 and not reference:
         raise click.UsageError("nothing to compare: give two or more --backends, or --reference")
-    resolved = [shim.resolve(n, device, tf32=tf32) for n in names]  # every backend usable before any training
-    click.echo(f"Checking {describe(config)}" + (", TF32 products on CUDA" if tf32 else ""))
-    results = {b.name: train(config, backend=b) for b in resolved}
-    pairs = [(f"{n} vs {names[0]}", results[n], results[names[0]]) for n in names[1:]]
-    if reference:
-        ref = train(replace(config, dtype="float64"), backend="cpu")
-        pairs += [(f"{n} vs float64 reference", results[n], ref) for n in names]
+    ranks = launch(distributed)
+    with failing_together(ranks):
+        resolved = [shim.resolve(n, device, tf32=tf32) for n in names]  # every backend usable before any training
+        say = click.echo if ranks.rank == 0 else (lambda *args, **kw: None)
+        say(f"Checking {describe(config)}" + (", TF32 products on CUDA" if tf32 else "")
+            + (f", {ranks.size} ranks" if ranks.size > 1 else ""))
+        results = {b.name: train(config, backend=b, comm=ranks.bind(b, comm)) for b in resolved}
+        pairs = [(f"{n} vs {names[0]}", results[n], results[names[0]]) for n in names[1:]]
+        if reference:
+            cpu = shim.resolve("cpu")
+            ref = train(replace(config, dtype="float64"), backend=cpu, comm=ranks.bind(cpu, "mpi" if comm == "nccl" else comm))
+            pairs += [(f"{n} vs float64 reference", results[n], ref) for n in names]
+    report_agreement(ctx, pairs, say)
+
+
+def report_agreement(ctx, pairs, say):
+    """check's table of (label, result, reference) pairs, its verdict, and exit code 1 on a disagreement."""
     table, failed = [], 0
     for label, a, b in pairs:
         for row in compare(a, b):
             failed += not row.ok
             table.append((label, row.quantity, f"{row.max_abs:.3g}", f"{row.max_rel:.3g}", f"{row.tol:.0e}",
                           "PASS" if row.ok else "FAIL"))
-    click.echo(format_rows(("compared", "quantity", "max abs diff", "max rel diff", "tolerance", "result"), table))
+    say(format_rows(("compared", "quantity", "max abs diff", "max rel diff", "tolerance", "result"), table))
     if failed:
-        click.echo(f"FAIL: {failed} of {len(table)} comparisons above tolerance")
+        say(f"FAIL: {failed} of {len(table)} comparisons above tolerance")
         ctx.exit(1)
-    click.echo(f"PASS: all {len(table)} comparisons within tolerance")
+    say(f"PASS: all {len(table)} comparisons within tolerance")
 
 
 @cli.command("gradcheck")
@@ -547,8 +558,9 @@ def stderr_progress():
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1), help="Timed rounds per workload and backend.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write every figure to this JSON file.")
 @tf32_option
+@distributed_options
 @click.pass_context
-def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, tf32, **options):
+def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, tf32, distributed, comm, **options):
     """Measure training throughput per workload and backend.
 
     Workloads (float32 unless --dtype says otherwise): seed (the tutorial: n=100, 3-32-1, 200 epochs),
@@ -560,17 +572,26 @@ def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, tf32, **
     second, the device synchronized before each clock read; data generation and transfer are outside the timed region. Reports the median, min and max,
     time per epoch, GFLOP/s of the matrix products and their share of the backend's float32
     matrix-product ceiling (measured in the same run), and peak memory beside the bytes the math needs.
-    Where two backends ran a workload, their results are compared as in `gpunet check`.
+    Where two backends ran a workload, their results are compared as in `gpunet check`. With
+    --distributed, one backend's training by every rank of the launch (a run's time is its slowest rank's).
     """
     from gpunet.bench import bench
 
     given = explicit_options(ctx, options)
-    if json_path:
-        check_writable(json_path, "--json")
-    names = split_list(workloads)
-    chosen = {name: workload_config(name, **given) for name in names}
-    resolved = resolve_backend_list(backend_list, device, tf32)
-    report = bench(chosen, resolved, repeats=repeats, progress=stderr_progress())
+    ranks = launch(distributed)
+    with failing_together(ranks):
+        lead = ranks.rank == 0
+        if json_path and lead:
+            check_writable(json_path, "--json")
+        chosen = {name: workload_config(name, **given) for name in split_list(workloads)}
+        resolved = resolve_backend_list(backend_list, device, tf32)
+        if ranks.size > 1:
+            if len(resolved) != 1:
+                raise click.UsageError("--distributed benchmarks one backend: give --backend cpu or --backend cuda")
+            ranks.bind(resolved[0], comm)
+        report = bench(chosen, resolved, repeats=repeats, progress=stderr_progress() if lead else None, comm=ranks)
+    if not lead:
+        return
     if sys.stderr.isatty():
         click.echo("\r\033[K", err=True, nl=False)
     if json_path:

@@ -95,7 +95,8 @@ def test_the_tutorial_on_two_ranks_prints_its_lines_once():
 def test_a_failing_rank_ends_every_rank_and_writes_nothing(tmp_path):
     model = tmp_path / "m.npz"
     r = mpirun(2, GPUNET, "train", "--backend", "cpu", "--distributed", "--lr", "10", "--save", model, timeout=60)
-    assert r.returncode == 3 and "Error: rank" in r.stderr and "diverged" in r.stderr
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert "Error: rank" in r.stderr and "diverged" in r.stderr, r.stderr
     assert not model.exists()
 
 
@@ -145,3 +146,13 @@ def test_a_broken_shard_on_one_rank_ends_all_ranks(tmp_path):
     assert r.returncode == 4, (r.returncode, r.stderr)
     assert "Error: rank 1 of 2: " in r.stderr and "row 47, column 2 (b) is not a number: 'oops'" in r.stderr
     assert not model.exists()
+
+
+def test_check_and_bench_run_with_the_ranks():
+    r = mpirun(2, GPUNET, "check", "--backends", "cpu", "--reference", "--distributed", "--batch-size", "16",
+               "--optimizer", "momentum", "--lr", "1e-3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("PASS: all 5 comparisons") == 1 and "2 ranks" in r.stdout
+    r = mpirun(2, GPUNET, "bench", "--backend", "cpu", "--workload", "seed", "--repeats", "1", "--distributed")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("seed      gpunet  cpu") == 1  # one table, from rank 0
