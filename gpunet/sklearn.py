@@ -58,9 +58,12 @@ class _MLP(BaseEstimator):
     def _engine(self, dtype):
         """An Engine on the chosen backend holding coefs_ and intercepts_."""
         backend = resolve(self.backend, self.device)
-        flat = np.concatenate([np.vstack([w, b[None]]).ravel() for w, b in zip(self.coefs_, self.intercepts_)])
         sizes = [self.coefs_[0].shape[0], *(w.shape[1] for w in self.coefs_)]
-        return Engine(backend, sizes, flat, dtype, self.activation, self.out_activation_, self.alpha)
+        return Engine(backend, sizes, self._flat(), dtype, self.activation, self.out_activation_, self.alpha)
+
+    def _flat(self):
+        """coefs_ and intercepts_ as one new host array in gpunet's layout."""
+        return np.concatenate([np.vstack([w, b[None]]).ravel() for w, b in zip(self.coefs_, self.intercepts_)])
 
     def _set_weights(self, flat, sizes, dtype):
         """coefs_ and intercepts_ (host arrays of `dtype`) from flat parameters in gpunet's layout."""
@@ -82,6 +85,7 @@ class _MLP(BaseEstimator):
         self._set_weights(glorot_params(sizes, rs, self.activation), sizes, dtype)
         if self.solver != "lbfgs":
             self._history = History(self.early_stopping)
+            self._history.best_params = self._flat()  # kept if no validation score is ever better than -inf
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
@@ -148,6 +152,7 @@ class _MLP(BaseEstimator):
     def _fit_stochastic(self, engine, X, y, sample_weight, rs, incremental):
         if not incremental or not hasattr(self, "_opt"):
             self._opt = self._optimizer(engine.net.params)
+        self._opt.moved(engine.backend.asarray)  # kept on the host between calls, as the fitted weights are
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         to, dt = engine.backend.asarray, engine.net.dtype
@@ -166,8 +171,10 @@ class _MLP(BaseEstimator):
         if unconverged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning)
-        if self.early_stopping and hist.best_params is not None:
-            engine.net.params[...] = hist.best_params
+        self._opt.moved(engine.backend.to_numpy)
+        if self.early_stopping:
+            engine.net.params[...] = engine.backend.asarray(hist.best_params)
+            hist.best_params = engine.backend.to_numpy(hist.best_params)
         for name in ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_",
                      "best_validation_score_"):
             setattr(self, name, getattr(hist, name))

@@ -43,11 +43,22 @@ def _scalar(like, value):
     return s
 
 
-class SGD:
-    """scikit-learn's SGD over a flat buffer: v = mu v - lr g; params += v, or with Nesterov, params += mu v - lr g.
+class _Moves:
+    """An optimizer whose state is arrays and numbers only (it is pickled with a fitted estimator): `xp` comes
+    with each step, and moved() carries the arrays between the host and a backend."""
 
-    Holds only arrays and numbers (it is pickled with a fitted estimator); `xp` comes with each step.
-    """
+    def moved(self, to):
+        """self, with every array attribute replaced by to(array) (Backend.asarray or Backend.to_numpy)."""
+        for name, value in vars(self).items():
+            if isinstance(value, list):
+                setattr(self, name, [to(a) for a in value])
+            elif hasattr(value, "shape"):
+                setattr(self, name, to(value))
+        return self
+
+
+class SGD(_Moves):
+    """scikit-learn's SGD over a flat buffer: v = mu v - lr g; params += v, or with Nesterov, params += mu v - lr g."""
 
     def __init__(self, params, lr, schedule="constant", momentum=0.9, nesterov=True, power_t=0.5):
         self.lr_init, self.lr, self.schedule = lr, float(lr), schedule
@@ -81,7 +92,7 @@ class SGD:
         return False
 
 
-class Adam:
+class Adam(_Moves):
     """scikit-learn's Adam over a flat buffer: params -= lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)."""
 
     def __init__(self, params, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8):

@@ -1,5 +1,6 @@
 """gpunet.sklearn side by side with scikit-learn itself, on scikit-learn's data sets, and its estimator checks."""
 
+import pickle
 import subprocess
 import sys
 import warnings
@@ -274,6 +275,10 @@ def test_float32_on_each_backend_agrees_with_float64_on_the_cpu(backend, solver)
     for a, b in zip(ours.coefs_ + ours.intercepts_, reference.coefs_ + reference.intercepts_):
         assert isinstance(a, np.ndarray) and a.dtype == np.float32 and rel(a, b) < tol
     assert rel(ours.predict_proba(x), reference.predict_proba(x)) < tol
+    if solver != "lbfgs":  # the optimizer's state waits on the host between calls: a fitted model pickles anywhere
+        ours = pickle.loads(pickle.dumps(ours)).partial_fit(x, y)
+        state = [a for v in vars(ours._opt).values() for a in (v if isinstance(v, list) else [v])]
+        assert all(isinstance(a, np.ndarray) for a in state if hasattr(a, "shape")) and len(state) > 3
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="CUDA is usable here")
