@@ -61,8 +61,8 @@ class SGD(_Moves):
     """scikit-learn's SGD over a flat buffer: v = mu v - lr g; params += v, or with Nesterov, params += mu v - lr g."""
 
     def __init__(self, params, lr, schedule="constant", momentum=0.9, nesterov=True, power_t=0.5):
-        self.lr_init, self.lr, self.schedule = lr, float(lr), schedule
-        self.momentum, self.nesterov, self.power_t = momentum, nesterov, power_t
+        self.lr_init, self.lr, self.schedule = float(lr), float(lr), schedule
+        self.momentum, self.nesterov, self.power_t = float(momentum), nesterov, float(power_t)
         self.v, self.tmp, self.update = (params * 0 for _ in range(3))
         self._mu, self._lr = _scalar(params, momentum), _scalar(params, lr)
 
@@ -80,7 +80,7 @@ class SGD(_Moves):
 
     def iteration_ends(self, t):
         if self.schedule == "invscaling":
-            self.lr = float(self.lr_init) / (t + 1) ** self.power_t
+            self.lr = self.lr_init / (t + 1) ** self.power_t
             self._lr[...] = self.lr
 
     def trigger_stopping(self):
@@ -96,8 +96,8 @@ class Adam(_Moves):
     """scikit-learn's Adam over a flat buffer: params -= lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)."""
 
     def __init__(self, params, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
-        self.lr_init, self.lr = lr, float(lr)
-        self.beta_1, self.beta_2, self.epsilon, self.t = beta_1, beta_2, epsilon, 0
+        self.lr_init, self.lr = float(lr), float(lr)
+        self.beta_1, self.beta_2, self.epsilon, self.t = float(beta_1), float(beta_2), float(epsilon), 0
         self.m, self.v, self.tmp, self.update = (params * 0 for _ in range(4))
         self._c = [_scalar(params, c) for c in (beta_1, 1 - beta_1, beta_2, 1 - beta_2, epsilon, -lr)]
 
