@@ -4,8 +4,10 @@ trajectory, the command line's launch and outputs, and failures that end every r
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -156,3 +158,45 @@ def test_check_and_bench_run_with_the_ranks():
     r = mpirun(2, GPUNET, "bench", "--backend", "cpu", "--workload", "seed", "--repeats", "1", "--distributed")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("seed      gpunet  cpu") == 1  # one table, from rank 0
+
+
+def test_ctrl_c_on_the_launcher_stops_every_rank_together(tmp_path):
+    model = tmp_path / "m.npz"
+    p = subprocess.Popen([MPIEXEC, "-n", "2", GPUNET, "train", "--backend", "cpu", "--distributed", "--epochs",
+                          "100000000", "--log-every", "500", "--save", str(model)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()  # training has started on every rank
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert first.startswith("Epoch:  500"), (first, err)
+    assert p.returncode == 130 and "Interrupted at epoch" in err, (p.returncode, err)
+    assert checkpoint.load(str(model)).sizes == [3, 32, 1]
+
+
+class FakeDeviceArray(np.ndarray):
+    """A host array standing in for a CuPy one: it has CuPy's set()."""
+
+    def set(self, host):
+        self[...] = host
+
+
+def test_the_gradient_transports_plumb_through_on_one_rank():
+    """MPIComm over this process's one-rank world: each transport leaves the buffer as it was (a sum over
+    one rank), and NCCL needs CUDA."""
+    from mpi4py import MPI
+
+    from gpunet.backend import resolve
+    from gpunet.comm import MPIComm
+    from gpunet.errors import ConfigError
+
+    cpu = resolve("cpu")
+    assert MPIComm(MPI).bind(cpu, "auto").name == "mpi"
+    with pytest.raises(ConfigError, match="--comm nccl needs --backend cuda"):
+        MPIComm(MPI).bind(cpu, "nccl")
+    comm = MPIComm(MPI)  # a device stand-in: to the host by copying, nothing to wait for
+    comm.backend = SimpleNamespace(name="cuda", to_numpy=lambda a: np.array(a), synchronize=lambda: None)
+    buf = np.arange(5.0).view(FakeDeviceArray)
+    for how in ("host", "mpi"):
+        comm._move = getattr(comm, {"host": "_staged", "mpi": "_mpi"}[how])
+        np.testing.assert_array_equal(comm.allreduce(buf), np.arange(5.0))
+    assert comm.sum([1.5, 2.0]).tolist() == [1.5, 2.0] and comm.any(True) and not comm.any(False)
