@@ -11,7 +11,6 @@ import traceback
 from dataclasses import replace
 
 import click
-import numpy as np
 
 from gpunet import __version__, checkpoint, gradcheck, plotting
 from gpunet import backend as shim
@@ -21,13 +20,13 @@ from gpunet.comm import COMMS, launch
 from gpunet.data import DEFAULT_SEED, read_dataset
 from gpunet.errors import GpunetError
 from gpunet.files import atomic_write, check_writable, write_json
-from gpunet.config import HIDDEN_ACTIVATIONS
+from gpunet.config import DTYPES, HIDDEN_ACTIVATIONS
 from gpunet.losses import LOSSES
 from gpunet.model import INITS
 from gpunet.optim import OPTIMIZERS
 from gpunet.report import bench_table, class_report, describe, format_loss_line, format_rows, summary_line
 from gpunet.tabular import read_table
-from gpunet.train import DTYPES, Config, sized_for, train
+from gpunet.train import Config, sized_for, train
 from gpunet.workloads import workload as workload_config
 
 

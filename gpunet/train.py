@@ -9,7 +9,7 @@ import numpy as np
 from gpunet import __version__
 from gpunet import backend as backends
 from gpunet.checkpoint import SavedModel
-from gpunet.config import DTYPES, Config  # noqa: F401 (DTYPES: re-exported for the command line)
+from gpunet.config import Config
 from gpunet.batches import RowPlan
 from gpunet.comm import Single, launch
 from gpunet.data import check_random_state, shard, synthetic_dataset

@@ -5,14 +5,12 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpunet
 from gpunet import checkpoint
 from gpunet.backend import resolve
-from gpunet.cli import cli
 from gpunet.data import holdout, table_dataset
 from gpunet.gradcheck import finite_difference, generic_network, gradcheck
 from gpunet.losses import loss_factor
@@ -20,19 +18,11 @@ from gpunet.tabular import read_table
 from gpunet.train import Config, Trainer, train
 from tests.plain_mlp import train_plain
 from tests.planted import wrong_softmax_gradient
+from tests.clitools import one_line_error, run
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid"]
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(r, code):
-    assert r.exit_code == code, (r.exit_code, r.output)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    return lines[0]
 
 
 # --- gradients ---------------------------------------------------------------------------------

@@ -7,12 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from gpunet.cli import cli
+from tests.clitools import run
 
 LOG_LINE = re.compile(r"^Epoch:  (\d+)    Loss:  (\S+)$")
 
-
-def run(*args):
-    return CliRunner().invoke(cli, list(args))
 
 
 def test_default_train_prints_the_tutorials_lines_and_a_summary():

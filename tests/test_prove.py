@@ -3,20 +3,16 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from bench.peers import PEERS, available
 from gpunet import backend as shim
 from gpunet.agree import compare
 from gpunet.bench import GpunetRunner, measure
-from gpunet.cli import cli
 from gpunet.train import Config, train
 from gpunet.workloads import WORKLOADS, matmul_flops, needed_bytes
 from tests.planted import drop_relu_mask
+from tests.clitools import run
 
-
-def run(*args):
-    return CliRunner().invoke(cli, list(args))
 
 
 def test_check_against_the_reference_passes():

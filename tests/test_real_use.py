@@ -9,12 +9,10 @@ import threading
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpunet import checkpoint, train
-from gpunet.cli import cli
 from gpunet.data import table_dataset
 from gpunet.backend import resolve
 from gpunet.errors import DataError, DeviceMemoryError
@@ -25,19 +23,11 @@ from gpunet.optim import make_optimizer
 from gpunet.predict import columns, predict
 from gpunet.tabular import read_table
 from gpunet.train import Config, Trainer
+from tests.clitools import one_line_error, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(r, code):
-    assert r.exit_code == code, (r.exit_code, r.output)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
-    return lines[0]
 
 
 @pytest.fixture
