@@ -295,7 +295,7 @@ class History:
     validation_scores_: list = None
     best_validation_score_: float = None
     no_improvement_count: int = 0
-    best_params: object = None  # the parameters of the best validation score, on the backend
+    best_params: object = None  # the parameters of the best validation score (on the backend during a fit)
 
     def __post_init__(self):
         if self.early_stopping:
@@ -352,17 +352,22 @@ def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
             print("Validation score: %f" % hist.validation_scores_[-1])
         opt.iteration_ends(hist.t_)
         if hist.no_improvement_count > s.n_iter_no_change:
-            stop = opt.trigger_stopping()
-            if s.verbose:
-                what = "Validation score did not improve" if s.score is not None else "Training loss did not improve"
-                print(f"{what} more than tol={s.tol:f} for {s.n_iter_no_change} consecutive epochs. "
-                      + ("Stopping." if stop else f"Setting learning rate to {opt.lr:f}"))
-            if stop:
+            if _no_improvement(opt, s):
                 return False
             hist.no_improvement_count = 0
         if s.incremental:
             return False
     return True
+
+
+def _no_improvement(opt, s):
+    """After n_iter_no_change epochs without improvement: True to stop (else the adaptive rate was cut)."""
+    stop = opt.trigger_stopping()
+    if s.verbose:
+        what = "Validation score did not improve" if s.score is not None else "Training loss did not improve"
+        print(f"{what} more than tol={s.tol:f} for {s.n_iter_no_change} consecutive epochs. "
+              + ("Stopping." if stop else f"Setting learning rate to {opt.lr:f}"))
+    return stop
 
 
 def fit_lbfgs(engine, x_t, y_t, max_iter, max_fun, tol, sw_t=None):
