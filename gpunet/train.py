@@ -118,6 +118,18 @@ def sized_for(config, data):
     return replace(config, n=data.n_train + data.n_val, d_in=data.x.shape[1], d_out=data.y.shape[1])
 
 
+def _check_fit(config, data, comm):
+    """Raise ConfigError when `config` cannot train on `data` (this rank's share of it)."""
+    if config.batch_size is not None and config.batch_size > data.n_train:
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {data.n_train} training rows")
+    if config.loss == "ce" and data.classes is None:
+        raise ConfigError("--loss ce needs class labels: give --loss ce when the data are read")
+    if config.early_stop is not None and not data.n_val:
+        raise ConfigError("--early-stop needs validation rows: give --val-split above 0")
+    if not len(data.x):
+        raise ConfigError(f"{comm.size} ranks for {data.n_train} training rows: some rank has none; launch fewer ranks")
+
+
 class Trainer:
     """One configuration on one backend: data and buffers placed once, then `run` (again after `reset`).
 
@@ -140,15 +152,7 @@ class Trainer:
             data, start = initial_draws(config, data)
         if comm.size > 1 and not data.sharded:
             data = shard(data, comm.size, comm.rank)
-        if config.batch_size is not None and config.batch_size > data.n_train:
-            raise ConfigError(f"--batch-size {config.batch_size} is larger than the {data.n_train} training rows")
-        if config.loss == "ce" and data.classes is None:
-            raise ConfigError("--loss ce needs class labels: give --loss ce when the data are read")
-        if config.early_stop is not None and not data.n_val:
-            raise ConfigError("--early-stop needs validation rows: give --val-split above 0")
-        if not len(data.x):
-            raise ConfigError(f"{comm.size} ranks for {data.n_train} training rows: some rank has none; "
-                              "launch fewer ranks")
+        _check_fit(config, data, comm)
         # in the run's dtype from here on: the float64 draws are not kept beside the buffers
         self.config, self.backend, self.data = config, backend, data.astype(config.dtype)
         self.start = np.asarray(start, config.dtype)
