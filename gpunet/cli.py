@@ -379,14 +379,14 @@ def predict_cmd(model_path, data_path, target, out_path, proba, backend, device)
     y = predict_mod.predict(model, x, use_backend(backend, device))
     header, cols = predict_mod.prediction_columns(model, y, proba)
     if out_path is None:
-        text = io.StringIO()
-        predict_mod.write_csv(text, header, cols)
-        click.echo(text.getvalue(), nl=False)
+        out = io.BytesIO()
+        predict_mod.write_csv(out, header, cols, model.dtype)
+        click.echo(out.getvalue().decode(), nl=False)
         return
 
     def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            predict_mod.write_csv(f, header, cols)
+        with open(tmp, "wb") as f:
+            predict_mod.write_csv(f, header, cols, model.dtype)
 
     atomic_write(out_path, write, suffix=".csv")
 

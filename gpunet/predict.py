@@ -2,8 +2,11 @@
 probabilities), their scores, and the predictions written as CSV."""
 
 import csv
+import io
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from gpunet.data import one_hot
 from gpunet.errors import DataError
@@ -135,9 +138,21 @@ def prediction_columns(model, y, proba=False):
     return header, cols
 
 
-def write_csv(f, header, cols):
-    """Write a header and columns (numbers with 9 significant digits, labels as they are) to text file `f`."""
-    text = [np.char.mod("%.9g", c) if c.dtype.kind == "f" else c.astype(str) for c in cols]
-    w = csv.writer(f, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(zip(*text))
+def write_csv(f, header, cols, dtype=np.float64):
+    """Write a header and columns to binary file `f`: numbers in the shortest form that reads back as the
+    same `dtype` value (a float32 model's predictions in at most 9 digits), labels as they are.
+
+    pyarrow writes the rows (over ten times NumPy's savetxt); a label that needs quoting (a comma, a
+    quote, a line break) sends the rows through the csv module instead.
+    """
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerow(header)
+    f.write(text.getvalue().encode())
+    table = pa.table({str(i): c.astype(dtype) if c.dtype.kind == "f" else c for i, c in enumerate(cols)})
+    try:
+        pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    except pa.ArrowInvalid:  # a label that needs quotes: nothing was written yet
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(zip(*(c.astype(dtype) if c.dtype.kind == "f" else c
+                                                              for c in cols)))
+        f.write(text.getvalue().encode())

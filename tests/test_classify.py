@@ -293,3 +293,19 @@ def test_the_warm_up_epoch_leaves_no_trace(backend):
     assert a.losses == b.losses and a.val_accuracies == b.val_accuracies
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
     assert warmed.warm and (cold.warm or backend.name == "cuda")
+
+
+@pytest.mark.parametrize("labels", [["cat", "dog"], ["a,b", 'say "hi"']])
+def test_predictions_csv_reads_back(labels):
+    """pyarrow's fast path, and the csv module's for labels that need quotes: the same rows read back."""
+    import csv
+    import io
+
+    from gpunet.predict import write_csv
+
+    probs = np.array([0.1, 1 / 3], dtype=np.float32)
+    out = io.BytesIO()
+    write_csv(out, ["kind", "p,1"], [np.array(labels), probs.astype(np.float64)], np.float32)
+    rows = list(csv.reader(io.StringIO(out.getvalue().decode())))
+    assert rows[0] == ["kind", "p,1"] and [r[0] for r in rows[1:]] == labels
+    assert [np.float32(r[1]) for r in rows[1:]] == probs.tolist() and rows[2][1] == "0.33333334"
