@@ -7,11 +7,15 @@ step and `sum` at log points, and never needs to know how many ranks there are. 
 GPUs, by CUDA-aware MPI on the device buffer, or staged through host memory.
 """
 
+import sys
+import time
+
 import numpy as np
 
 from gpunet.errors import ConfigError
 
 COMMS = ("auto", "nccl", "mpi", "host")
+ABORT_GRACE_S = 0.5  # for a failing rank's last line to reach the launcher before MPI's abort
 MPI_HINT = "pip install mpi4py mpich (gpunet's extra [mpi]), or mpi4py built against your cluster's MPI"
 
 
@@ -115,7 +119,14 @@ class MPIComm:
         return bool(self.world.allreduce(bool(flag), op=self.MPI.LOR))
 
     def abort(self, code):
-        """End every rank at once with exit code `code` (no rank is left waiting in a collective)."""
+        """End every rank at once with exit code `code` (no rank is left waiting in a collective).
+
+        What this rank printed is flushed and given a moment to travel through the launcher first:
+        MPI's abort tears down the launcher's output forwarding, which would otherwise lose it.
+        """
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
         self.world.Abort(code)
 
 

@@ -83,7 +83,7 @@ class Network:
         self.grad_blocks = self.layout.blocks(self.grads)
         # w without its bias row: what the input gradient is multiplied by
         self.weights = [blk[:-1] for blk in self.blocks]
-        self._decay = None  # (c, c on the weights and 0 on the biases, a scratch buffer), made on first use
+        self._decay = None  # (c, c on the weights and 0 on the biases, a scratch buffer), made for add_decay(c)
 
     def workspace(self, n):
         """Buffers for batches of n rows (allocate once per batch size and reuse)."""
@@ -108,10 +108,11 @@ class Network:
         self.xp.add(self.grads, tmp, out=self.grads)
 
     def sum_squared_weights(self):
-        """sum(w^2) over every weight (not the biases), as a 0-d array on the backend."""
-        on, tmp = self._decay_buffers(1.0)
-        self.xp.multiply(self.params, on, out=tmp)
-        return self.xp.dot(tmp, self.params)
+        """sum(w^2) over every weight (not the biases), as a 0-d array on the backend: one product per
+        layer of its weight rows, which are contiguous in the flat buffer."""
+        flats = [self.params[o : o + (rows - 1) * cols] for o, (rows, cols) in zip(self.layout.offsets,
+                                                                                   self.layout.shapes)]
+        return sum(self.xp.dot(w, w) for w in flats)
 
 
 class Workspace:
