@@ -13,7 +13,7 @@ which BLAS and cuBLAS read without a copy.
 
 import numpy as np
 
-from gpunet.activations import activation
+from gpunet.activations import activation, relu
 from gpunet.errors import ConfigError
 from gpunet.losses import output_loss
 
@@ -173,7 +173,12 @@ class Workspace:
         mm, act, xp, zero, one = self.backend.matmul, self.act, self.xp, self._zero, self._one
         for w_t, a, z, d in self._forward_layers:
             mm(w_t, a, out=z)  # z = w.T a + b, the bias through the row of ones
-            if d is not None:
+            if d is None:
+                continue
+            if act is relu:  # the tutorial's, written out here: a call fewer per layer on the seed's 13 us epoch
+                xp.greater(z, zero, out=d)
+                xp.multiply(z, d, out=z)
+            else:
                 act(xp, z, d, zero, one)  # in place: the next layer's input
         return z
 

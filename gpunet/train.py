@@ -254,6 +254,8 @@ class Trainer:
         every, last = config.log_every, config.epochs
         points, loss, t = [], float("nan"), 0
         shuffle = None if self.full else np.random.default_rng([config.seed, 2])  # the same on every backend and rank
+        alone, (_, ws, scale) = self.full and self.comm.size == 1, plan[0]
+        loss_out, classify = monitor.out(0), config.loss == "ce"
         stopped = False
 
         b.synchronize()
@@ -263,7 +265,15 @@ class Trainer:
                 log = not t % every or t == last
                 if log:
                     monitor.begin_epoch()
-                self._epoch(plan, opt, decay, monitor if log else None, shuffle)
+                if alone:  # the tutorial's loop: one process, the whole batch, nothing between the calls
+                    ws.gradient(scale, loss_out if log else None)
+                    if log and classify:
+                        monitor.count(ws, 0)
+                    if decay:
+                        net.add_decay(decay)
+                    opt.step()
+                else:
+                    self._epoch(plan, opt, decay, monitor if log else None, shuffle)
                 if log:
                     loss, acc = monitor.epoch(t, points)
                     if not t % every:
