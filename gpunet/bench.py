@@ -142,13 +142,14 @@ def pool_high_water(xp):
 def peak_training_bytes(config, backend, comm=None):
     """Peak memory while placing the data, building the network's buffers and training once.
 
-    The data and initial parameters are drawn on the host first and not counted, nor is the copy of
-    the final parameters handed back. On the CPU: the peak of the allocations traced by tracemalloc (NumPy
+    The data and initial parameters are drawn on the host first, in the run's dtype (as the trainer
+    keeps them), and not counted, nor is the copy of the final parameters handed back. On the CPU: the peak of the allocations traced by tracemalloc (NumPy
     reports its own). On CUDA: the high-water mark of the bytes in use in CuPy's memory pool (`PoolHighWater`),
     above those in use before.
     """
     config = replace(config, log_every=config.epochs)
     data, start = initial_draws(config)
+    data, start = data.astype(config.dtype), start.astype(config.dtype)
     if backend.name == "cuda":
         with pool_high_water(backend.xp) as hook:
             Trainer(config, backend, data, start, comm).run(copy_params=False)
