@@ -18,7 +18,7 @@ from gpunet import predict as predict_mod
 from gpunet.agree import compare
 from gpunet.comm import COMMS, launch
 from gpunet.data import DEFAULT_SEED, read_dataset
-from gpunet.errors import GpunetError
+from gpunet.errors import Diverged, GpunetError
 from gpunet.files import atomic_write, check_writable, write_json
 from gpunet.config import DTYPES, HIDDEN_ACTIVATIONS
 from gpunet.losses import LOSSES
@@ -62,10 +62,13 @@ def parse_hidden(ctx, param, value):
         ) from None
 
 
+DEVICE_DEFAULT = "0; with --distributed, the rank's index on its node"
+
+
 def backend_options(f):
     """--backend and --device, shared by every command that runs on a backend."""
     f = click.option(
-        "--device", default=None, show_default="0; with --distributed, the rank's index on its node", type=int,
+        "--device", default=None, show_default=DEVICE_DEFAULT, type=int,
         help="CUDA device index (with --backend cuda or auto)."
     )(f)
     return click.option(
@@ -91,7 +94,8 @@ def network_options(f):
             help="Hidden layer widths, comma-separated (e.g. 64,64 for two layers).",
         ),
         click.option("--d-out", default=d.d_out, show_default=True, type=int, help="Number of outputs."),
-        click.option("--epochs", default=d.epochs, show_default=True, type=int, help="Gradient-descent steps."),
+        click.option("--epochs", default=d.epochs, show_default=True, type=int,
+                     help="Passes over the training rows (one step each; with --batch-size, one per batch)."),
         click.option("--lr", default=d.lr, show_default=True, type=float, help="Learning rate."),
         click.option(
             "--seed", default=DEFAULT_SEED, show_default=True, type=int, help="Seed for the data and initial weights."
@@ -232,7 +236,7 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
         show = lead and not (quiet or as_json)
         b = use_backend(backend, ranks.local_rank if device is None else device, quiet=not show, tf32=tf32)
         ranks.bind(b, comm)
-        if lead and ranks.note:
+        if show and ranks.note:
             click.echo(ranks.note, err=True)
         if lead and data is not None and not as_json:
             for note in data.notes:
@@ -284,7 +288,8 @@ def failing_together(comm):
         raise
     except (GpunetError, click.ClickException) as e:
         message = e.format_message() if isinstance(e, click.ClickException) else str(e)
-        click.echo(f"Error: rank {comm.rank} of {comm.size}: {message}", err=True)
+        if comm.rank == 0 or not isinstance(e, Diverged):  # a divergence is every rank's: said once
+            click.echo(f"Error: rank {comm.rank} of {comm.size}: {message}", err=True)
         comm.abort(e.exit_code)
     except KeyboardInterrupt:
         click.echo(f"Aborted: rank {comm.rank} of {comm.size}", err=True)
@@ -432,7 +437,7 @@ def split_list(value):
 @training_options
 @click.option("--workload", default=None, help="Start from a named workload (seed, medium, large, mnist); options given override it.")
 @click.option("--backends", default="cpu,cuda", show_default=True, help="Comma-separated backends to train and compare.")
-@click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")
+@click.option("--device", default=None, show_default=DEVICE_DEFAULT, type=int, help="CUDA device index.")
 @click.option("--reference", is_flag=True, help="Also compare each backend with a float64 NumPy run.")
 @tf32_option
 @distributed_options
@@ -453,6 +458,7 @@ def check_cmd(ctx, workload, backends, device, reference, tf32, distributed, com
         raise click.UsageError("nothing to compare: give two or more --backends, or --reference")
     ranks = launch(distributed)
     with failing_together(ranks):
+        device = ranks.local_rank if device is None else device
         resolved = [shim.resolve(n, device, tf32=tf32) for n in names]  # every backend usable before any training
         say = click.echo if ranks.rank == 0 else (lambda *args, **kw: None)
         say(f"Checking {describe(config)}" + (", TF32 products on CUDA" if tf32 else "")
@@ -553,7 +559,7 @@ def stderr_progress():
               "the options).")
 @click.option("--backend", "backend_list", default="all", show_default=True,
               help="Comma-separated backends, or all (the CPU, plus CUDA when usable).")
-@click.option("--device", default=0, show_default=True, type=int, help="CUDA device index.")
+@click.option("--device", default=None, show_default=DEVICE_DEFAULT, type=int, help="CUDA device index.")
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1), help="Timed rounds per workload and backend.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write every figure to this JSON file.")
 @tf32_option
@@ -583,7 +589,7 @@ def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, tf32, di
         if json_path and lead:
             check_writable(json_path, "--json")
         chosen = {name: workload_config(name, **given) for name in split_list(workloads)}
-        resolved = resolve_backend_list(backend_list, device, tf32)
+        resolved = resolve_backend_list(backend_list, ranks.local_rank if device is None else device, tf32)
         if ranks.size > 1:
             if len(resolved) != 1:
                 raise click.UsageError("--distributed benchmarks one backend: give --backend cpu or --backend cuda")

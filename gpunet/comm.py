@@ -7,6 +7,8 @@ step and `sum` at log points, and never needs to know how many ranks there are. 
 GPUs, by CUDA-aware MPI on the device buffer, or staged through host memory.
 """
 
+import os
+import signal
 import sys
 import time
 
@@ -25,6 +27,8 @@ class Single:
     rank, size, local_rank, name, note = 0, 1, 0, "none", ""
 
     def bind(self, backend, how="auto"):
+        """Check `how` as MPIComm.bind does (one rank moves nothing); return self."""
+        _check_how(backend, how)
         return self
 
     def allreduce(self, buf):
@@ -33,6 +37,10 @@ class Single:
 
     def sum(self, values):
         """The sum over the ranks of a host array (float64)."""
+        return np.asarray(values, np.float64)
+
+    def max(self, values):
+        """The elementwise largest over the ranks of a host array (float64)."""
         return np.asarray(values, np.float64)
 
     def allgather(self, obj):
@@ -62,12 +70,9 @@ class MPIComm:
 
     def bind(self, backend, how="auto"):
         """Choose the gradient's transport for `backend`; return self."""
-        if how not in COMMS:
-            raise ConfigError(f"unknown --comm {how!r}: choose one of {', '.join(COMMS)}")
+        _check_how(backend, how)
         self.backend = backend
         if backend.name != "cuda":
-            if how == "nccl":
-                raise ConfigError("--comm nccl needs --backend cuda: NCCL moves GPU buffers")
             self.name, self._move = "mpi", self._mpi
             return self
         if how == "auto":
@@ -106,8 +111,15 @@ class MPIComm:
 
     def sum(self, values):
         """The sum over the ranks of a host array (float64)."""
+        return self._reduce(values, self.MPI.SUM)
+
+    def max(self, values):
+        """The elementwise largest over the ranks of a host array (float64)."""
+        return self._reduce(values, self.MPI.MAX)
+
+    def _reduce(self, values, op):
         out = np.array(values, np.float64)
-        self.world.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
+        self.world.Allreduce(self.MPI.IN_PLACE, out, op=op)
         return out
 
     def allgather(self, obj):
@@ -126,8 +138,18 @@ class MPIComm:
         """
         sys.stdout.flush()
         sys.stderr.flush()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # another rank's abort may reach this one meanwhile
+            signal.signal(sig, signal.SIG_DFL)
         time.sleep(ABORT_GRACE_S)
         self.world.Abort(code)
+        os._exit(code)  # MPICH's abort may return to the caller while the launcher ends the ranks
+
+
+def _check_how(backend, how):
+    if how not in COMMS:
+        raise ConfigError(f"unknown --comm {how!r}: choose one of {', '.join(COMMS)}")
+    if how == "nccl" and backend.name != "cuda":
+        raise ConfigError("--comm nccl needs --backend cuda: NCCL moves GPU buffers")
 
 
 def launch(distributed):

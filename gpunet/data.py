@@ -178,14 +178,18 @@ class Part:
             return Scaler.fit(values)
         n = self.comm.sum([len(values)])[0]
         mean = self.comm.sum(values.sum(axis=0)) / n
-        return Scaler(mean, np.sqrt(self.comm.sum(((values - mean) ** 2).sum(axis=0)) / n))
+        deviation = np.sqrt(self.comm.sum(((values - mean) ** 2).sum(axis=0)) / n)
+        empty = np.full(values.shape[1], np.inf)  # a rank without training rows takes no part in max and min
+        top = self.comm.max(values.max(axis=0) if len(values) else -empty)
+        spread = top + self.comm.max(-values.min(axis=0) if len(values) else -empty)
+        return Scaler.of(mean, deviation, spread)
 
     def classes(self, labels):
         """The sorted distinct labels of every rank's training rows."""
         if self.comm is None or self.comm.size == 1:
             return np.unique(labels)
-        return np.unique(np.concatenate([np.asarray(u, dtype=labels.dtype) for u in
-                                         self.comm.allgather(np.unique(labels).tolist())]))
+        # each rank's labels as they are: a text dtype's width is each rank's own (cat vs elephant)
+        return np.unique(np.concatenate([np.asarray(u) for u in self.comm.allgather(np.unique(labels).tolist())]))
 
     def count(self, k):
         return k if self.comm is None or self.comm.size == 1 else int(self.comm.sum([k])[0])

@@ -98,12 +98,12 @@ class EarlyStopping:
     def __init__(self, net, patience):
         self.net, self.patience = net, patience
         self.best = net.xp.empty_like(net.params)
-        self.best_epoch, self.best_loss, self.waited = None, math.inf, 0
+        self.best_epoch, self.best_loss, self.best_train_loss, self.waited = None, math.inf, None, 0
 
     def update(self, point):
         """Record a log point; return True when training should stop."""
         if point.val_loss < self.best_loss:
-            self.best_epoch, self.best_loss, self.waited = point.epoch, point.val_loss, 0
+            self.best_epoch, self.best_loss, self.best_train_loss, self.waited = point.epoch, point.val_loss, point.loss, 0
             self.best[...] = self.net.params
             return False
         self.waited += 1

@@ -142,17 +142,18 @@ def write_csv(f, header, cols, dtype=np.float64):
     """Write a header and columns to binary file `f`: numbers in the shortest form that reads back as the
     same `dtype` value (a float32 model's predictions in at most 9 digits), labels as they are.
 
-    pyarrow writes the rows (over ten times NumPy's savetxt); a label that needs quoting (a comma, a
-    quote, a line break) sends the rows through the csv module instead.
+    pyarrow writes the rows (over ten times NumPy's savetxt); labels that need quoting (a comma, a
+    quote, a line break) send the rows through the csv module instead.
     """
+    cols = [c.astype(dtype) if c.dtype.kind == "f" else c for c in cols]
     text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerow(header)
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    quoted = any(c.dtype.kind not in "fiu" and any(ch in str(v) for v in np.unique(c) for ch in ',"\r\n')
+                 for c in cols)
+    if quoted:
+        writer.writerows(zip(*cols))
     f.write(text.getvalue().encode())
-    table = pa.table({str(i): c.astype(dtype) if c.dtype.kind == "f" else c for i, c in enumerate(cols)})
-    try:
-        pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-    except pa.ArrowInvalid:  # a label that needs quotes: nothing was written yet
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\n").writerows(zip(*(c.astype(dtype) if c.dtype.kind == "f" else c
-                                                              for c in cols)))
-        f.write(text.getvalue().encode())
+    if not quoted:
+        pacsv.write_csv(pa.table({str(i): c for i, c in enumerate(cols)}), f,
+                        pacsv.WriteOptions(include_header=False, quoting_style="none"))

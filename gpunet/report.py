@@ -19,7 +19,8 @@ def summary_line(result):
             f"({format_seconds(result.seconds_per_epoch)} per epoch), final loss {result.final_loss:.7g}")
     if result.best_epoch is not None:
         why = "stopped early; " if result.stopped_early else ""
-        line += f"; {why}kept epoch {result.best_epoch} (validation loss {result.best_val_loss:.7g})"
+        line += (f"; {why}kept epoch {result.best_epoch} (loss {result.best_loss:.7g}, validation loss "
+                 f"{result.best_val_loss:.7g})")
     return line
 
 

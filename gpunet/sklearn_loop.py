@@ -179,7 +179,7 @@ class Engine:
         xp.add(self._sum_s, self._batch_sum, out=self._sum_s)
         ws.backward(self.grad_scale)  # dS/dz = p - y, propagated: a.T delta
         if self.alpha:
-            xp.add(self._sum_w2, sum(xp.vdot(w, w) for w in self.net.weights), out=self._sum_w2)
+            xp.add(self._sum_w2, self.net.sum_squared_weights(), out=self._sum_w2)
             self.net.add_decay(self.alpha)  # + alpha w
         xp.divide(self.net.grads, self._batch_n(ws.n), out=self.net.grads)  # / n
 
@@ -195,7 +195,7 @@ class Engine:
         xp.multiply(ws.g[-1], sw, out=ws.g[-1])
         ws.backward(self.grad_scale)
         if self.alpha:
-            xp.add(self._sum_w2, ratio * sum(xp.vdot(w, w) for w in self.net.weights), out=self._sum_w2)
+            xp.add(self._sum_w2, ratio * self.net.sum_squared_weights(), out=self._sum_w2)
             self.net.add_decay(self.alpha)
         xp.divide(self.net.grads, sw_sum, out=self.net.grads)
 

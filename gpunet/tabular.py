@@ -267,7 +267,14 @@ class Scaler:
 
     @classmethod
     def fit(cls, values):
-        return cls(values.mean(axis=0), values.std(axis=0))
+        """Mean and standard deviation per column of `values`."""
+        return cls.of(values.mean(axis=0), values.std(axis=0), np.ptp(values, axis=0))
+
+    @classmethod
+    def of(cls, mean, deviation, spread):
+        """From each column's mean, standard deviation and spread (max - min): a column whose values are
+        all equal gets scale 0 exactly, which rounding in the deviation can miss (0.1 repeated: 1e-17)."""
+        return cls(mean, np.where(spread == 0, 0.0, deviation))
 
     @classmethod
     def identity(cls, columns):

@@ -28,8 +28,9 @@ class Result:
         config: the Config that was trained.
         backend, device: where it ran.
         losses: [(epoch, loss)] at the log points (every config.log_every epochs); each is the loss
-            before that epoch's update (with mini-batches: summed over the epoch's batches), the
-            weight penalty included.
+            before that epoch's update (with mini-batches: over the epoch's batches' rows, each at the
+            parameters its batch saw: a sum for sse, the mean over all rows for mse and ce), the weight
+            penalty included.
         val_losses: [(epoch, loss)] on the validation rows at the log points (empty without them).
         accuracies, val_accuracies: [(epoch, fraction classified right)] likewise, with loss="ce".
         final_loss: the training loss of the last epoch run.
@@ -38,7 +39,8 @@ class Result:
         train_seconds: the training loop only, the device synchronized; data and transfer excluded.
         epochs_run: config.epochs, or fewer when interrupted or stopped early.
         interrupted: stopped by the `stop` event (Ctrl-C on the command line).
-        best_epoch, best_val_loss: with early stopping, the log point whose parameters were kept.
+        best_epoch, best_val_loss, best_loss: with early stopping, the log point whose parameters were
+            kept, its validation loss and its training loss.
         model: a SavedModel to save or predict with.
     """
 
@@ -60,6 +62,7 @@ class Result:
     best_val_loss: float | None = None
     ranks: int = 1
     communicator: str = "none"
+    best_loss: float | None = None
 
     @property
     def params(self):
@@ -91,7 +94,7 @@ class Result:
             if getattr(self, key):
                 out[key] = [[e, v] for e, v in getattr(self, key)]
         if self.best_epoch is not None:
-            out["best_epoch"], out["best_val_loss"] = self.best_epoch, self.best_val_loss
+            out["best_epoch"], out["best_val_loss"], out["best_loss"] = self.best_epoch, self.best_val_loss, self.best_loss
             out["stopped_early"] = self.stopped_early
         if self.ranks > 1:
             out["ranks"], out["communicator"] = self.ranks, self.communicator
@@ -347,7 +350,7 @@ class Trainer:
         best = (None, None) if keeper is None else (keeper.best_epoch, keeper.best_loss if keeper.best_epoch is not None else None)
         return Result(config, b.name, b.device, series["loss"], loss, flat, seconds, b.versions(), series["val_loss"],
                       t, interrupted, model, series["accuracy"], series["val_accuracy"], *best, self.comm.size,
-                      self.comm.name)
+                      self.comm.name, None if keeper is None else keeper.best_train_loss)
 
 
 def _figures(point, classify):

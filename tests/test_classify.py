@@ -309,3 +309,16 @@ def test_predictions_csv_reads_back(labels):
     rows = list(csv.reader(io.StringIO(out.getvalue().decode())))
     assert rows[0] == ["kind", "p,1"] and [r[0] for r in rows[1:]] == labels
     assert [np.float32(r[1]) for r in rows[1:]] == probs.tolist() and rows[2][1] == "0.33333334"
+
+
+def test_a_label_that_needs_quotes_after_many_rows_is_written_once():
+    import csv
+    import io
+
+    from gpunet.predict import write_csv
+
+    labels = np.array(["plain"] * 99_999 + ["New York, NY"])  # pyarrow writes in batches: decide before writing
+    out = io.BytesIO()
+    write_csv(out, ["city"], [labels])
+    rows = list(csv.reader(io.StringIO(out.getvalue().decode())))
+    assert len(rows) == 100_001 and rows[-1] == ["New York, NY"] and rows[1] == ["plain"]
