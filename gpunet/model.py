@@ -83,7 +83,8 @@ class Network:
         self.grad_blocks = self.layout.blocks(self.grads)
         # w without its bias row: what the input gradient is multiplied by
         self.weights = [blk[:-1] for blk in self.blocks]
-        self._decay = None  # (c, c on the weights and 0 on the biases, a scratch buffer), made for add_decay(c)
+        self._decay = {}  # c -> c on the weights and 0 on the biases, made for add_decay(c)
+        self._decay_tmp = None  # add_decay's scratch buffer
 
     def workspace(self, n):
         """Buffers for batches of n rows (allocate once per batch size and reuse)."""
@@ -94,12 +95,13 @@ class Network:
         self.xp.subtract(self.params, self.grads, out=self.params)
 
     def _decay_buffers(self, c):
-        if self._decay is None or self._decay[0] != c:
+        if c not in self._decay:  # a few coefficients at most: a run's, or one per batch size
             on_weights = np.zeros(self.layout.size)
             for w, _ in self.layout.unpack(on_weights):
                 w[...] = c
-            self._decay = (c, self.backend.asarray(on_weights, self.dtype), self.xp.empty_like(self.params))
-        return self._decay[1:]
+            self._decay[c] = self.backend.asarray(on_weights, self.dtype)
+            self._decay_tmp = self.xp.empty_like(self.params) if self._decay_tmp is None else self._decay_tmp
+        return self._decay[c], self._decay_tmp
 
     def add_decay(self, c):
         """grads += c * w over the weights (not the biases): the gradient of (c / 2) * sum(w^2)."""

@@ -157,7 +157,6 @@ class Engine:
         # S and sum(w^2) summed over the batches since the last loss(), in float64 as scikit-learn's Python sum
         self._sum_s, self._sum_w2 = self.xp.zeros((1, 1)), self.xp.zeros((1, 1))
         self._weights = {}  # batch size -> (1, n) buffer for the batch's sample weights
-        self._ns = {}  # batch size -> itself as a 0-d array
         self.eps = float(np.finfo(self.net.dtype).eps)  # scikit-learn clips probabilities to [eps, 1 - eps]
 
     def workspace(self, n):
@@ -165,23 +164,16 @@ class Engine:
             self._workspaces[n] = self.net.workspace(n)
         return self._workspaces[n]
 
-    def _batch_n(self, n):
-        """n as a 0-d array of the dtype, made once per batch size."""
-        if n not in self._ns:
-            self._ns[n] = _scalar(self.net.params, n)
-        return self._ns[n]
-
     def gradient(self, ws):
         """net.grads = scikit-learn's gradient on the batch in `ws`; its S and sum(w^2) added to the sums."""
         xp = self.xp
         ws.forward()
         ws.error(self._batch_sum)
         xp.add(self._sum_s, self._batch_sum, out=self._sum_s)
-        ws.backward(self.grad_scale)  # dS/dz = p - y, propagated: a.T delta
+        ws.backward(self.grad_scale / ws.n)  # dS/dz = p - y, propagated and over n: a.T delta / n
         if self.alpha:
             xp.add(self._sum_w2, self.net.sum_squared_weights(), out=self._sum_w2)
-            self.net.add_decay(self.alpha)  # + alpha w
-        xp.divide(self.net.grads, self._batch_n(ws.n), out=self.net.grads)  # / n
+            self.net.add_decay(self.alpha / ws.n)  # + alpha w / n
 
     def weighted_gradient(self, ws, sw):
         """gradient() with scikit-learn's sample weights sw (1, n): delta = sw (p - y), loss and gradient over sum(sw)."""
