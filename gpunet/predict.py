@@ -5,8 +5,6 @@ import csv
 import io
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from gpunet.data import one_hot
 from gpunet.errors import DataError
@@ -155,5 +153,8 @@ def write_csv(f, header, cols, dtype=np.float64):
         writer.writerows(zip(*cols))
     f.write(text.getvalue().encode())
     if not quoted:
+        import pyarrow as pa  # here: only predict writes CSV
+        import pyarrow.csv as pacsv
+
         pacsv.write_csv(pa.table({str(i): c for i, c in enumerate(cols)}), f,
                         pacsv.WriteOptions(include_header=False, quoting_style="none"))

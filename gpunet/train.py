@@ -156,9 +156,10 @@ class Trainer:
         if comm.size > 1 and not data.sharded:
             data = shard(data, comm.size, comm.rank)
         _check_fit(config, data, comm)
-        # in the run's dtype from here on: the float64 draws are not kept beside the buffers
-        self.config, self.backend, self.data = config, backend, data.astype(config.dtype)
-        self.start = np.asarray(start, config.dtype)
+        # in the run's dtype from here on: the float64 draws are gone before the buffers are made
+        data, start = data.astype(config.dtype), np.asarray(start, config.dtype)
+        self.config, self.backend, self.data, self.start = config, backend, data, start
+        self.rows_held = (len(data.x), 0 if data.x_val is None else len(data.x_val))  # this rank's, for needed_bytes
         self.warm = backend.name != "cuda"  # CUDA compiles its kernels and makes its handles at first use
         with self._out_of_memory():
             self._place()
@@ -185,11 +186,11 @@ class Trainer:
     def needed_bytes(self):
         """Bytes of the buffers this run allocates on the backend (parameters, gradients, optimizer, data)."""
         item = np.dtype(self.config.dtype).itemsize
-        sizes, n = self.config.sizes, len(self.data.x)
+        sizes, (n, n_val) = self.config.sizes, self.rows_held
         batch = self.config.batch_size or n
         per_row = (sum(sizes[:-1]) + len(sizes) - 1) + 2 * sum(sizes[1:]) + sum(sizes[1:-1]) + sizes[-1]
         state = {"sgd": 2, "momentum": 3, "adam": 5}[self.config.optimizer] * Layout(sizes).size
-        rows = batch + (n if batch < n else 0) + (0 if self.data.x_val is None else len(self.data.x_val))
+        rows = batch + (n if batch < n else 0) + n_val
         return item * (state + per_row * rows)
 
     def buffer_bytes(self):
@@ -213,7 +214,16 @@ class Trainer:
 
     def reset(self):
         """Put the initial parameters back (to train again from the same start)."""
+        if self.start is None:
+            raise RuntimeError("reset() after drop_host_copies(): the start is no longer kept")
         self.net.params[...] = self.backend.asarray(self.start)
+
+    def drop_host_copies(self):
+        """Let go of the host's copies of the data and the start once they are on the backend (a run that
+        trains once: `train`); reset() is then no longer possible."""
+        self.data = replace(self.data, x=self.data.x[:0], y=self.data.y[:0], x_val=None, y_val=None,
+                            n_train=self.data.n_train, n_val=self.data.n_val)
+        self.start = None
 
     def run(self, on_log=None, stop=None, progress=None, copy_params=True):
         """Train config.epochs epochs from the current parameters; return a Result.
@@ -391,4 +401,6 @@ def train(config=None, backend="auto", device=None, data=None, on_log=None, stop
         backend = backends.resolve(backend, ranks.local_rank if device is None else device)
     if isinstance(comm, str):  # a communicator given as an object is bound by its maker
         ranks.bind(backend, comm)
-    return Trainer(config, backend, data, comm=ranks).run(on_log, stop, progress)
+    trainer = Trainer(config, backend, data, comm=ranks)
+    trainer.drop_host_copies()
+    return trainer.run(on_log, stop, progress)
