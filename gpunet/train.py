@@ -258,10 +258,7 @@ class Trainer:
         opt = make_optimizer(config.optimizer, net, config.lr, config.momentum, config.beta1, config.beta2,
                              config.eps)
         decay = opt.grad_scale * config.weight_decay
-        # per batch: (first row, workspace, gradient scale); the loss is k * S, k the batch's for mse and ce
-        plan = [(i, w, opt.grad_scale * loss_factor(config.loss, w.n, config.d_out)) for i, w in self.batches]
-        if self.full:  # this rank's rows are a share of the batch: k is the whole batch's
-            plan = [(0, self.workspaces[0], opt.grad_scale * loss_factor(config.loss, self.data.n_train, config.d_out))]
+        plan = self._plan(config, opt)
         monitor = Monitor(net, config, len(plan), self.data.n_train, self.val, self.comm, self.data.n_val)
         keeper = EarlyStopping(net, config.early_stop) if config.early_stop else None
         every, last = config.log_every, config.epochs
@@ -293,7 +290,7 @@ class Trainer:
                         point = monitor.point(t, loss, acc)
                         points.append(point)
                         if on_log is not None:
-                            on_log(*_figures(point, config.loss == "ce"))
+                            on_log(*_figures(point, classify))
                         if keeper is not None and keeper.update(point):
                             break
                 if progress is not None:
@@ -309,6 +306,13 @@ class Trainer:
         b.synchronize()
         seconds = time.perf_counter() - start
         return self._result(config, points, loss, seconds, t, interrupted, keeper, copy_params)
+
+    def _plan(self, config, opt):
+        """Per batch: (first row, workspace, gradient scale). The loss is k * S, k the batch's for mse and
+        ce; with the whole batch, all ranks' rows' (this rank's rows are a share of it)."""
+        if self.full:
+            return [(0, self.workspaces[0], opt.grad_scale * loss_factor(config.loss, self.data.n_train, config.d_out))]
+        return [(i, w, opt.grad_scale * loss_factor(config.loss, w.n, config.d_out)) for i, w in self.batches]
 
     def _epoch(self, plan, opt, decay, monitor, shuffle):
         """One epoch's steps; with `monitor` (a log epoch), each batch's loss and correct rows go into it."""
