@@ -35,6 +35,16 @@ from gpunet.backend import BACKENDS, resolve
 from gpunet.model import Layout
 from gpunet.sklearn_loop import SGD, Adam, Engine, History, fit_lbfgs, fit_stochastic, glorot_params
 
+def _validated(estimator, *arrays, **kw):
+    """scikit-learn's validate_data, after refusing device arrays with a message that names the fix
+    (scikit-learn's own check would fail on NumPy's conversion of a CuPy array with a less helpful one)."""
+    for a in arrays:
+        if type(a).__module__.split(".")[0] == "cupy":
+            raise TypeError("gpunet.sklearn does not take CuPy arrays yet: pass cupy.asnumpy(X) (with "
+                            "backend='cuda' the data are moved to the GPU once, at fit)")
+    return validate_data(estimator, *arrays, **kw)
+
+
 _CONSTRAINTS = {
     **_SkRegressor._parameter_constraints,
     "backend": [StrOptions(set(BACKENDS))],
@@ -234,7 +244,7 @@ class MLPRegressor(RegressorMixin, _MLP):
         return "exp" if self.loss == "poisson" else "identity"
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32),
+        X, y = _validated(self, X, y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32),
                              reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -251,7 +261,7 @@ class MLPRegressor(RegressorMixin, _MLP):
     def predict(self, X):
         """The predicted values, (n_samples,) or (n_samples, n_outputs)."""
         check_is_fitted(self)
-        y_pred = self._forward(validate_data(self, X, reset=False, dtype=(np.float64, np.float32)))
+        y_pred = self._forward(_validated(self, X, reset=False, dtype=(np.float64, np.float32)))
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
     @available_if(lambda est: est._check_solver())
@@ -281,7 +291,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32), reset=reset)
+        X, y = _validated(self, X, y, multi_output=True, dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
@@ -309,12 +319,12 @@ class MLPClassifier(ClassifierMixin, _MLP):
     def predict(self, X):
         """The predicted classes, (n_samples,), or (n_samples, n_classes) for multi-label targets."""
         check_is_fitted(self)
-        return self._labels(self._forward(validate_data(self, X, reset=False, dtype=(np.float64, np.float32))))
+        return self._labels(self._forward(_validated(self, X, reset=False, dtype=(np.float64, np.float32))))
 
     def predict_proba(self, X):
         """The probability of each class, (n_samples, n_classes), in the order of classes_."""
         check_is_fitted(self)
-        y_prob = self._forward(validate_data(self, X, reset=False, dtype=(np.float64, np.float32)))
+        y_prob = self._forward(_validated(self, X, reset=False, dtype=(np.float64, np.float32)))
         if self.n_outputs_ == 1:
             y_prob = y_prob.ravel()
             return np.vstack([1 - y_prob, y_prob]).T
