@@ -16,7 +16,7 @@ from gpunet import __version__, checkpoint, gradcheck, plotting
 from gpunet import backend as shim
 from gpunet import predict as predict_mod
 from gpunet.agree import compare
-from gpunet.comm import COMMS, launch
+from gpunet.comm import COMMS, device_of, launch
 from gpunet.data import DEFAULT_SEED, read_dataset
 from gpunet.errors import Diverged, GpunetError
 from gpunet.files import atomic_write, check_writable, write_json
@@ -26,7 +26,7 @@ from gpunet.model import INITS
 from gpunet.optim import OPTIMIZERS
 from gpunet.report import bench_table, class_report, describe, format_loss_line, format_rows, summary_line
 from gpunet.tabular import read_table
-from gpunet.train import Config, sized_for, train
+from gpunet.train import Config, train
 from gpunet.workloads import workload as workload_config
 
 
@@ -234,7 +234,7 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
             plotting.require()
         config, data = training_data(data_path, target, given, options, ranks)
         show = lead and not (quiet or as_json)
-        b = use_backend(backend, ranks.local_rank if device is None else device, quiet=not show, tf32=tf32)
+        b = use_backend(backend, device_of(ranks, device), quiet=not show, tf32=tf32)
         ranks.bind(b, comm)
         if show and ranks.note:
             click.echo(ranks.note, err=True)
@@ -314,7 +314,7 @@ def training_data(data_path, target, given, options, ranks):
         options.pop(k)
     config, _ = split_config(options, loss=given.get("loss", "mse"), val_split=0.2)
     data = read_dataset(data_path, target, config.val_split, config.seed, config.loss == "ce", ranks)
-    return sized_for(config, data), data
+    return config, data  # the Trainer takes n, d_in and d_out from the data
 
 
 @contextlib.contextmanager
@@ -458,7 +458,7 @@ def check_cmd(ctx, workload, backends, device, reference, tf32, distributed, com
         raise click.UsageError("nothing to compare: give two or more --backends, or --reference")
     ranks = launch(distributed)
     with failing_together(ranks):
-        device = ranks.local_rank if device is None else device
+        device = device_of(ranks, device)
         resolved = [shim.resolve(n, device, tf32=tf32) for n in names]  # every backend usable before any training
         say = click.echo if ranks.rank == 0 else (lambda *args, **kw: None)
         say(f"Checking {describe(config)}" + (", TF32 products on CUDA" if tf32 else "")
@@ -589,7 +589,7 @@ def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, tf32, di
         if json_path and lead:
             check_writable(json_path, "--json")
         chosen = {name: workload_config(name, **given) for name in split_list(workloads)}
-        resolved = resolve_backend_list(backend_list, ranks.local_rank if device is None else device, tf32)
+        resolved = resolve_backend_list(backend_list, device_of(ranks, device), tf32)
         if ranks.size > 1:
             if len(resolved) != 1:
                 raise click.UsageError("--distributed benchmarks one backend: give --backend cpu or --backend cuda")

@@ -171,6 +171,11 @@ def launch(distributed):
     return MPIComm(MPI)
 
 
+def device_of(comm, device):
+    """The CUDA device index to use: `device` when given, else the rank's index on its node (0 alone)."""
+    return comm.local_rank if device is None else device
+
+
 def shard_range(n, size, rank):
     """The rows [lo, hi) of n that rank `rank` of `size` holds: contiguous, their counts differing by one at most."""
     return n * rank // size, n * (rank + 1) // size

@@ -44,10 +44,13 @@ class Monitor:
         self._val_sum, self._val_hits = xp.zeros((1, 1), dt), xp.zeros((1, 1), dt)
         self._penalty = 0.0
 
+    def _penalty_now(self):
+        """decay / 2 * sum(w^2) at the current parameters, a 0-d array on the device (0.0 without decay)."""
+        return self.decay / 2 * self.net.sum_squared_weights() if self.decay else 0.0
+
     def begin_epoch(self):
         """At a log epoch, before its first update: the weight penalty of the parameters its loss is taken at."""
-        if self.decay:
-            self._penalty = self.decay / 2 * self.net.sum_squared_weights()  # stays on the device
+        self._penalty = self._penalty_now()  # stays on the device until the epoch's loss is read
 
     def out(self, j):
         """Where batch j's loss sum goes."""
@@ -80,8 +83,7 @@ class Monitor:
             if self.classify:
                 ws.correct(self._val_hits)
         total, hits = self._sums(*((self._val_sum, self._val_hits) if ws is not None else (None, None)))
-        penalty = self.decay / 2 * float(self.net.sum_squared_weights()) if self.decay else 0.0
-        return self.k_val * total + penalty, (hits / self.n_val if self.classify else None)
+        return self.k_val * total + float(self._penalty_now()), (hits / self.n_val if self.classify else None)
 
     def point(self, t, loss, accuracy):
         """The LogPoint of epoch t, with the validation figures where there are validation rows."""
@@ -98,12 +100,14 @@ class EarlyStopping:
     def __init__(self, net, patience):
         self.net, self.patience = net, patience
         self.best = net.xp.empty_like(net.params)
-        self.best_epoch, self.best_loss, self.best_train_loss, self.waited = None, math.inf, None, 0
+        # the kept log point's epoch, training loss and validation loss, as the Result names them
+        self.best_epoch = self.best_loss = self.best_val_loss = None
+        self.waited = 0
 
     def update(self, point):
         """Record a log point; return True when training should stop."""
-        if point.val_loss < self.best_loss:
-            self.best_epoch, self.best_loss, self.best_train_loss, self.waited = point.epoch, point.val_loss, point.loss, 0
+        if self.best_val_loss is None or point.val_loss < self.best_val_loss:
+            self.best_epoch, self.best_loss, self.best_val_loss, self.waited = point.epoch, point.loss, point.val_loss, 0
             self.best[...] = self.net.params
             return False
         self.waited += 1

@@ -11,7 +11,7 @@ from gpunet import backend as backends
 from gpunet.checkpoint import SavedModel
 from gpunet.config import Config
 from gpunet.batches import RowPlan
-from gpunet.comm import Single, launch
+from gpunet.comm import Single, device_of, launch
 from gpunet.data import check_random_state, shard, synthetic_dataset
 from gpunet.errors import ConfigError, DeviceMemoryError
 from gpunet.losses import loss_factor
@@ -361,10 +361,11 @@ class Trainer:
             __version__, data.classes)
         series = {key: [(p.epoch, getattr(p, key)) for p in points if getattr(p, key) is not None]
                   for key in ("loss", "val_loss", "accuracy", "val_accuracy")}
-        best = (None, None) if keeper is None else (keeper.best_epoch, keeper.best_loss if keeper.best_epoch is not None else None)
-        return Result(config, b.name, b.device, series["loss"], loss, flat, seconds, b.versions(), series["val_loss"],
-                      t, interrupted, model, series["accuracy"], series["val_accuracy"], *best, self.comm.size,
-                      self.comm.name, None if keeper is None else keeper.best_train_loss)
+        kept = {} if keeper is None else {k: getattr(keeper, k) for k in ("best_epoch", "best_loss", "best_val_loss")}
+        return Result(config, b.name, b.device, series["loss"], loss, flat, seconds, versions=b.versions(),
+                      val_losses=series["val_loss"], epochs_run=t, interrupted=interrupted, model=model,
+                      accuracies=series["accuracy"], val_accuracies=series["val_accuracy"], ranks=self.comm.size,
+                      communicator=self.comm.name, **kept)
 
 
 def _figures(point, classify):
@@ -395,14 +396,12 @@ def train(config=None, backend="auto", device=None, data=None, on_log=None, stop
         gpunet.errors.ConfigError, BackendUnavailable, Diverged, DeviceMemoryError.
     """
     if config is None:
-        if data is not None:  # the sizes are the data's, not the tutorial's
-            options = {**options, "n": data.n_train + data.n_val, "d_in": data.x.shape[1], "d_out": data.y.shape[1]}
-        config = Config(**options)
+        config = Config(**options)  # with data, the Trainer takes n, d_in and d_out from it
     elif options:
         raise TypeError("pass either a Config or keyword options, not both")
     ranks = comm if not isinstance(comm, str) else launch(distributed)
     if not isinstance(backend, backends.Backend):
-        backend = backends.resolve(backend, ranks.local_rank if device is None else device)
+        backend = backends.resolve(backend, device_of(ranks, device))
     if isinstance(comm, str):  # a communicator given as an object is bound by its maker
         ranks.bind(backend, comm)
     trainer = Trainer(config, backend, data, comm=ranks)
