@@ -4,6 +4,7 @@
 The network is written once against `backend.xp` and the few helpers here.
 """
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -92,6 +93,7 @@ class Backend:
         return v
 
 
+@functools.cache
 def cpu_name():
     """The CPU model as the OS reports it."""
     try:
@@ -144,6 +146,9 @@ def _set_tf32(cupy, index, tf32):
     linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if tf32 else linalg.COMPUTE_TYPE_DEFAULT)
 
 
+_PROVEN = {}  # CUDA device index -> the CuPy module whose test product passed on it in this process
+
+
 def _cuda(device):
     """The CUDA backend on `device` with TF32 off, proven usable, or BackendUnavailable saying why not."""
     try:
@@ -170,7 +175,9 @@ def _cuda(device):
     except RuntimeError as e:
         raise BackendUnavailable(f"CUDA device {device} cannot be used: {e}") from None
     try:
-        _prove(cupy)
+        if _PROVEN.get(device) is not cupy:  # once per process and device: a proof costs a synchronisation
+            _prove(cupy)
+            _PROVEN[device] = cupy
     except (ImportError, RuntimeError, cupy.cuda.compiler.CompileException) as e:
         # a CuPy 14 wheel without its libraries: ImportError (cuBLAS), RuntimeError (NVRTC): 'Failure finding "libcublasLt.so.13...'
         reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__

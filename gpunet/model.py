@@ -83,6 +83,9 @@ class Network:
         self.grad_blocks = self.layout.blocks(self.grads)
         # w without its bias row: what the input gradient is multiplied by
         self.weights = [blk[:-1] for blk in self.blocks]
+        # each layer's weight rows, contiguous in the flat buffer: sum_squared_weights' operands
+        self._weight_runs = [self.params[o : o + (r - 1) * c] for o, (r, c) in zip(self.layout.offsets,
+                                                                                  self.layout.shapes)]
         self._decay = {}  # c -> c on the weights and 0 on the biases, made for add_decay(c)
         self._decay_tmp = None  # add_decay's scratch buffer
 
@@ -103,18 +106,19 @@ class Network:
             self._decay_tmp = self.xp.empty_like(self.params) if self._decay_tmp is None else self._decay_tmp
         return self._decay[c], self._decay_tmp
 
-    def add_decay(self, c):
-        """grads += c * w over the weights (not the biases): the gradient of (c / 2) * sum(w^2)."""
+    def add_decay(self, c, penalty=False):
+        """grads += c * w over the weights (not the biases): the gradient of (c / 2) * sum(w^2).
+
+        With `penalty`, also return c * sum(w^2) (a 0-d value on the backend) from the same product:
+        one dot instead of sum_squared_weights' one per layer."""
         scaled, tmp = self._decay_buffers(c)
         self.xp.multiply(self.params, scaled, out=tmp)
         self.xp.add(self.grads, tmp, out=self.grads)
+        return tmp.dot(self.params) if penalty else None
 
     def sum_squared_weights(self):
-        """sum(w^2) over every weight (not the biases), as a 0-d array on the backend: one product per
-        layer of its weight rows, which are contiguous in the flat buffer."""
-        flats = [self.params[o : o + (rows - 1) * cols] for o, (rows, cols) in zip(self.layout.offsets,
-                                                                                   self.layout.shapes)]
-        return sum(self.xp.dot(w, w) for w in flats)
+        """sum(w^2) over every weight (not the biases), as a 0-d array on the backend: one product per layer."""
+        return sum(w.dot(w) for w in self._weight_runs)
 
 
 class Workspace:

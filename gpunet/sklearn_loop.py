@@ -153,9 +153,11 @@ class Engine:
         # S (the output loss's sum over a batch) times this is the batch's loss times its size
         self.loss_per_sum = 1.0 / (2 * d_out) if out_activation == "identity" else 1.0
         self._workspaces = {}
-        self._batch_sum = self.xp.empty((1, 1), self.net.dtype)  # S of one batch, written by the output error
-        # S and sum(w^2) summed over the batches since the last loss(), in float64 as scikit-learn's Python sum
-        self._sum_s, self._sum_w2 = self.xp.zeros((1, 1)), self.xp.zeros((1, 1))
+        # Each batch's loss parts since the last loss(), written in place by its passes (an accumulation on
+        # the backend would be one call more per batch): S into _s[k], c sum(w^2) into _pen[k], counted
+        # _counts[k] times in the summed loss times size (scikit-learn sums the batches' in float64).
+        self._s, self._pen = self.xp.zeros((16, 1, 1), self.net.dtype), self.xp.zeros(16, self.net.dtype)
+        self._counts = []
         self._weights = {}  # batch size -> (1, n) buffer for the batch's sample weights
         self.eps = float(np.finfo(self.net.dtype).eps)  # scikit-learn clips probabilities to [eps, 1 - eps]
 
@@ -164,31 +166,37 @@ class Engine:
             self._workspaces[n] = self.net.workspace(n)
         return self._workspaces[n]
 
+    def _slot(self, count):
+        """The next batch's index into _s and _pen, its penalty counted `count` times; the buffers grow as needed."""
+        k = len(self._counts)
+        if k == self._s.shape[0]:
+            self._s, self._pen = (self.xp.concatenate([a, self.xp.zeros_like(a)]) for a in (self._s, self._pen))
+        self._counts.append(count)
+        return k
+
     def gradient(self, ws):
-        """net.grads = scikit-learn's gradient on the batch in `ws`; its S and sum(w^2) added to the sums."""
-        xp = self.xp
+        """net.grads = scikit-learn's gradient on the batch in `ws`; its S and penalty into the next slot."""
+        k = self._slot(ws.n)
         ws.forward()
-        ws.error(self._batch_sum)
-        xp.add(self._sum_s, self._batch_sum, out=self._sum_s)
+        ws.error(self._s[k])
         ws.backward(self.grad_scale / ws.n)  # dS/dz = p - y, propagated and over n: a.T delta / n
         if self.alpha:
-            xp.add(self._sum_w2, self.net.sum_squared_weights(), out=self._sum_w2)
-            self.net.add_decay(self.alpha / ws.n)  # + alpha w / n
+            self._pen[k] = self.net.add_decay(self.alpha / ws.n, penalty=True)  # + alpha w / n; (alpha / n) sum(w^2)
 
     def weighted_gradient(self, ws, sw):
         """gradient() with scikit-learn's sample weights sw (1, n): delta = sw (p - y), loss and gradient over sum(sw)."""
         xp = self.xp
+        k = self._slot(1)
         ws.forward()
         ws.error()  # g[-1] = p - y
         sw_sum = sw.sum()
         ratio = ws.n / sw_sum  # the batch's loss times its size is ratio (loss_per_sum S_w + alpha/2 sum(w^2))
         s_w = xp.dot(row_losses(xp, self.out_activation, ws.g[-1], ws.y, self.eps), sw[0])
-        xp.add(self._sum_s, ratio * s_w, out=self._sum_s)
+        self._s[k] = ratio * s_w
         xp.multiply(ws.g[-1], sw, out=ws.g[-1])
         ws.backward(self.grad_scale)
         if self.alpha:
-            xp.add(self._sum_w2, ratio * self.net.sum_squared_weights(), out=self._sum_w2)
-            self.net.add_decay(self.alpha)
+            self._pen[k] = ratio * self.net.add_decay(self.alpha, penalty=True)
         xp.divide(self.net.grads, sw_sum, out=self.net.grads)
 
     def batch_gradient(self, ws, sw_t=None, rows=None):
@@ -205,10 +213,11 @@ class Engine:
         self.weighted_gradient(ws, sw)
 
     def loss(self, n):
-        """The mean loss over n rows from the sums, on the host; the sums start again from zero."""
-        s, w2 = (float(self.backend.to_numpy(a)[0, 0]) for a in (self._sum_s, self._sum_w2))
-        self._sum_s[...], self._sum_w2[...] = 0, 0
-        return (self.loss_per_sum * s + 0.5 * self.alpha * w2) / n
+        """The mean loss over n rows from the batches' slots, on the host; the slots start again from the first."""
+        m = len(self._counts)
+        s, pen = (self.backend.to_numpy(a[:m]).astype(np.float64).ravel() for a in (self._s, self._pen))
+        self._counts, counts = [], self._counts
+        return (self.loss_per_sum * s.sum() + 0.5 * pen.dot(counts)) / n
 
     def epoch(self, x_t, y_t, order, batch_size, opt, sw_t=None):
         """One pass over the columns `order` of x_t (d_in, N), y_t (d_out, N) in batches (weighted by the

@@ -123,6 +123,7 @@ def test_a_usable_device_is_proven_and_its_product_is_dot(monkeypatch):
     assert b.matmul is fake.dot and backends.resolve("cpu").matmul is np.dot
     auto = backends.resolve("auto")
     assert auto.name == "cuda" and auto.note == "auto: using CUDA device 0 (Fake)" and auto.matmul is fake.dot
+    assert calls == ["dot", "multiply"]  # proven once per process: each estimator fit or predict resolves again
 
 
 @pytest.mark.parametrize("failing, error, says", [
