@@ -13,7 +13,8 @@ which BLAS and cuBLAS read without a copy.
 
 import numpy as np
 
-from gpunet.activations import activation, relu
+from gpunet.activations import activation
+from gpunet.calls import Calls
 from gpunet.errors import ConfigError
 from gpunet.losses import output_loss
 
@@ -86,7 +87,7 @@ class Network:
         # each layer's weight rows, contiguous in the flat buffer: sum_squared_weights' operands
         self._weight_runs = [self.params[o : o + (r - 1) * c] for o, (r, c) in zip(self.layout.offsets,
                                                                                   self.layout.shapes)]
-        self._decay = {}  # c -> c on the weights and 0 on the biases, made for add_decay(c)
+        self._decay = {}  # c -> the calls of add_decay(c)
         self._decay_tmp = None  # add_decay's scratch buffer
 
     def workspace(self, n):
@@ -97,24 +98,25 @@ class Network:
         """params -= grads: one operation over the flat buffer (the learning rate is already in grads)."""
         self.xp.subtract(self.params, self.grads, out=self.params)
 
-    def _decay_buffers(self, c):
+    def _decay_calls(self, c):
+        """The calls of grads += c * w (through a flat buffer of c on the weights and 0 on the biases), made once per c."""
         if c not in self._decay:  # a few coefficients at most: a run's, or one per batch size
             on_weights = np.zeros(self.layout.size)
             for w, _ in self.layout.unpack(on_weights):
                 w[...] = c
-            self._decay[c] = self.backend.asarray(on_weights, self.dtype)
+            scaled = self.backend.asarray(on_weights, self.dtype)
             self._decay_tmp = self.xp.empty_like(self.params) if self._decay_tmp is None else self._decay_tmp
-        return self._decay[c], self._decay_tmp
+            self._decay[c] = Calls([(self.xp.multiply, (self.params, scaled, self._decay_tmp)),
+                                    (self.xp.add, (self.grads, self._decay_tmp, self.grads))])
+        return self._decay[c]
 
     def add_decay(self, c, penalty=False):
         """grads += c * w over the weights (not the biases): the gradient of (c / 2) * sum(w^2).
 
         With `penalty`, also return c * sum(w^2) (a 0-d value on the backend) from the same product:
         one dot instead of sum_squared_weights' one per layer."""
-        scaled, tmp = self._decay_buffers(c)
-        self.xp.multiply(self.params, scaled, out=tmp)
-        self.xp.add(self.grads, tmp, out=self.grads)
-        return tmp.dot(self.params) if penalty else None
+        self._decay_calls(c)()
+        return self._decay_tmp.dot(self.params) if penalty else None
 
     def sum_squared_weights(self):
         """sum(w^2) over every weight (not the biases), as a 0-d array on the backend: one product per layer."""
@@ -146,12 +148,31 @@ class Workspace:
         self.d = [xp.ones((fan_out, n), dt) for fan_out in sizes[1:-1]]
         self.g = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:]]  # scaled dLoss/dz[l]
         self.y = xp.empty((sizes[-1], n), dt)
-        self.act, self.out = activation(net.activation), output_loss(net.loss, self)
-        # Each pass's views per layer, made once: a view made per call costs a Python object each time.
-        derivs = [*self.d, None]  # the output layer is linear
-        self._forward_layers = [(blk.T, a, z, d) for blk, a, z, d in zip(net.blocks, self.a, self.z, derivs)]
-        below = [(None, None, None)] + [(w, g, d) for w, g, d in zip(net.weights[1:], self.g, self.d)]
-        self._backward_layers = list(zip(self.a, self.g, [g.T for g in self.g], net.grad_blocks, below))[::-1]
+        self.out = output_loss(net.loss, self)
+        self._forward, self._backward = self._forward_calls(activation(net.activation)), self._backward_calls()
+
+    def _forward_calls(self, act):
+        """Each layer's matrix product (z = w.T a + b, the bias through the row of ones) and, on a hidden
+        layer, its activation in place: the next layer's input."""
+        calls, mm = Calls(), self.backend.matmul
+        for blk, a, z, d in zip(self.net.blocks, self.a, self.z, self.d + [None]):
+            calls.append((mm, (blk.T, a, z)))
+            if d is not None:
+                calls += act(self.xp, z, d, self._zero, self._one)
+        return calls
+
+    def _backward_calls(self):
+        """From the output error in g[-1]: scaled by _factor, then per layer from the top dS/dw and dS/db (via
+        the row of ones) and, below the top, dS/dz of the layer below through its activation's derivative."""
+        mm, multiply, net = self.backend.matmul, self.xp.multiply, self.net
+        calls = Calls([(multiply, (self.g[-1], self._factor, self.g[-1]))])
+        for layer in reversed(range(len(self.g))):
+            g = self.g[layer]
+            calls.append((mm, (self.a[layer], g.T, net.grad_blocks[layer])))
+            if layer > 0:
+                g_below, d_below = self.g[layer - 1], self.d[layer - 1]
+                calls += [(mm, (net.weights[layer], g, g_below)), (multiply, (g_below, d_below, g_below))]
+        return calls
 
     def load(self, x, y=None):
         """Copy a batch (x of shape (n, d_in), y of shape (n, d_out); host or device) into the workspace."""
@@ -176,17 +197,8 @@ class Workspace:
 
     def forward(self):
         """Fill the activations and their derivatives for the current batch; return z of the output layer (d_out, n)."""
-        mm, act, xp, zero, one = self.backend.matmul, self.act, self.xp, self._zero, self._one
-        for w_t, a, z, d in self._forward_layers:
-            mm(w_t, a, out=z)  # z = w.T a + b, the bias through the row of ones
-            if d is None:
-                continue
-            if act is relu:  # the tutorial's, written out here: a call fewer per layer on the seed's 13 us epoch
-                xp.greater(z, zero, out=d)
-                xp.multiply(z, d, out=z)
-            else:
-                act(xp, z, d, zero, one)  # in place: the next layer's input
-        return z
+        self._forward()
+        return self.z[-1]
 
     def error(self, loss_out=None):
         """g[-1] = the output error (unscaled); with `loss_out` (a (1, 1) array), also the loss sum S into it."""
@@ -198,15 +210,9 @@ class Workspace:
 
     def backward(self, scale):
         """net.grads = scale * dS/dparams, from the output error that error() left in g[-1]."""
-        mm, multiply = self.backend.matmul, self.xp.multiply
         if scale != self._factor_of:
             self._factor[...], self._factor_of = self.out.factor * scale, scale
-        multiply(self.g[-1], self._factor, out=self.g[-1])  # dS/dz of the output layer
-        for a, g, g_t, grad, (w, g_below, d_below) in self._backward_layers:
-            mm(a, g_t, out=grad)  # dS/dw and, via the row of ones, dS/db
-            if w is not None:
-                mm(w, g, out=g_below)  # dS/d(the layer's input), the activation of the layer below
-                multiply(g_below, d_below, out=g_below)  # through its activation: dS/dz below
+        self._backward()
         return self.net.grads
 
     def gradient(self, scale, loss_out=None, decay=0.0):

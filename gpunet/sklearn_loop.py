@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpunet.calls import Calls
 from gpunet.losses import binary_log_loss_terms, poisson_deviance_terms
 from gpunet.model import Layout, Network
 
@@ -45,16 +46,25 @@ def _scalar(like, value):
 
 class _Moves:
     """An optimizer whose state is arrays and numbers only (it is pickled with a fitted estimator): `xp` comes
-    with each step, and moved() carries the arrays between the host and a backend."""
+    with each step, and moved() carries the arrays between the host and a backend. Its update is a list of
+    calls (gpunet/calls.py) on its buffers and the step's params and grads, made at the first step on them."""
+
+    _calls = None  # (params, the update's Calls on them)
 
     def moved(self, to):
         """self, with every array attribute replaced by to(array) (Backend.asarray or Backend.to_numpy)."""
+        self._calls = None  # they name the arrays left behind
         for name, value in vars(self).items():
             if isinstance(value, list):
                 setattr(self, name, [to(a) for a in value])
             elif hasattr(value, "shape"):
                 setattr(self, name, to(value))
         return self
+
+    def _update(self, xp, params, grads):
+        if self._calls is None or self._calls[0] is not params:
+            self._calls = (params, Calls(self._update_calls(xp, params, grads)))
+        self._calls[1]()
 
 
 class SGD(_Moves):
@@ -66,17 +76,16 @@ class SGD(_Moves):
         self.v, self.tmp, self.update = (params * 0 for _ in range(3))
         self._mu, self._lr = _scalar(params, momentum), _scalar(params, lr)
 
-    def step(self, xp, params, grads):
+    def _update_calls(self, xp, params, grads):
         v, tmp, update, mu = self.v, self.tmp, self.update, self._mu
-        xp.multiply(grads, self._lr, out=tmp)
-        xp.multiply(v, mu, out=v)
-        xp.subtract(v, tmp, out=v)
+        calls = [(xp.multiply, (grads, self._lr, tmp)), (xp.multiply, (v, mu, v)), (xp.subtract, (v, tmp, v))]
         if self.nesterov:
-            xp.multiply(v, mu, out=update)
-            xp.subtract(update, tmp, out=update)
-            xp.add(params, update, out=params)
-        else:
-            xp.add(params, v, out=params)
+            return calls + [(xp.multiply, (v, mu, update)), (xp.subtract, (update, tmp, update)),
+                            (xp.add, (params, update, params))]
+        return calls + [(xp.add, (params, v, params))]
+
+    def step(self, xp, params, grads):
+        self._update(xp, params, grads)
 
     def iteration_ends(self, t):
         if self.schedule == "invscaling":
@@ -101,24 +110,22 @@ class Adam(_Moves):
         self.m, self.v, self.tmp, self.update = (params * 0 for _ in range(4))
         self._c = [_scalar(params, c) for c in (beta_1, 1 - beta_1, beta_2, 1 - beta_2, epsilon, -lr)]
 
-    def step(self, xp, params, grads):
+    def _update_calls(self, xp, params, grads):
         m, v, tmp, update = self.m, self.v, self.tmp, self.update
         b1, one_b1, b2, one_b2, eps, neg_lr = self._c
+        return [
+            (xp.multiply, (m, b1, m)), (xp.multiply, (grads, one_b1, tmp)), (xp.add, (m, tmp, m)),  # m = b1 m + (1 - b1) g
+            (xp.multiply, (grads, grads, tmp)), (xp.multiply, (tmp, one_b2, tmp)),
+            (xp.multiply, (v, b2, v)), (xp.add, (v, tmp, v)),  # v = b2 v + (1 - b2) g^2
+            (xp.sqrt, (v, tmp)), (xp.add, (tmp, eps, tmp)),
+            (xp.multiply, (m, neg_lr, update)), (xp.divide, (update, tmp, update)), (xp.add, (params, update, params)),
+        ]
+
+    def step(self, xp, params, grads):
         self.t += 1
-        xp.multiply(m, b1, out=m)
-        xp.multiply(grads, one_b1, out=tmp)
-        xp.add(m, tmp, out=m)  # m = b1 m + (1 - b1) g
-        xp.multiply(grads, grads, out=tmp)
-        xp.multiply(tmp, one_b2, out=tmp)
-        xp.multiply(v, b2, out=v)
-        xp.add(v, tmp, out=v)  # v = b2 v + (1 - b2) g^2
         self.lr = self.lr_init * math.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
-        neg_lr[...] = -self.lr
-        xp.sqrt(v, out=tmp)
-        xp.add(tmp, eps, out=tmp)
-        xp.multiply(m, neg_lr, out=update)
-        xp.divide(update, tmp, out=update)
-        xp.add(params, update, out=params)
+        self._c[-1][...] = -self.lr
+        self._update(xp, params, grads)
 
     def iteration_ends(self, t):
         pass
