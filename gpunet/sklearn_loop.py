@@ -102,21 +102,28 @@ class SGD(_Moves):
 
 
 class Adam(_Moves):
-    """scikit-learn's Adam over a flat buffer: params -= lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)."""
+    """scikit-learn's Adam over a flat buffer: params -= lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t).
+
+    m and v are the rows of one (2, P) buffer, so that one multiplication by [b1; b2] (whole rows: NumPy
+    broadcasts a column at half the speed) and one addition move both: 10 calls a step instead of 12."""
 
     def __init__(self, params, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
         self.lr_init, self.lr = float(lr), float(lr)
         self.beta_1, self.beta_2, self.epsilon, self.t = float(beta_1), float(beta_2), float(epsilon), 0
-        self.m, self.v, self.tmp, self.update = (params * 0 for _ in range(4))
-        self._c = [_scalar(params, c) for c in (beta_1, 1 - beta_1, beta_2, 1 - beta_2, epsilon, -lr)]
+        self.mv = params[None].repeat(2, axis=0) * 0  # [m; v]
+        self.terms = self.mv.copy()  # [(1 - b1) g; (1 - b2) g^2]
+        self.betas = self.mv.copy()
+        self.betas[0], self.betas[1] = beta_1, beta_2
+        self.tmp, self.update = params * 0, params * 0
+        self._c = [_scalar(params, c) for c in (1 - beta_1, 1 - beta_2, epsilon, -lr)]
 
     def _update_calls(self, xp, params, grads):
-        m, v, tmp, update = self.m, self.v, self.tmp, self.update
-        b1, one_b1, b2, one_b2, eps, neg_lr = self._c
+        (m, v), (g1, g2), tmp, update = self.mv, self.terms, self.tmp, self.update
+        one_b1, one_b2, eps, neg_lr = self._c
         return [
-            (xp.multiply, (m, b1, m)), (xp.multiply, (grads, one_b1, tmp)), (xp.add, (m, tmp, m)),  # m = b1 m + (1 - b1) g
-            (xp.multiply, (grads, grads, tmp)), (xp.multiply, (tmp, one_b2, tmp)),
-            (xp.multiply, (v, b2, v)), (xp.add, (v, tmp, v)),  # v = b2 v + (1 - b2) g^2
+            (xp.multiply, (grads, one_b1, g1)), (xp.multiply, (grads, grads, g2)), (xp.multiply, (g2, one_b2, g2)),
+            (xp.multiply, (self.mv, self.betas, self.mv)),
+            (xp.add, (self.mv, self.terms, self.mv)),  # m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2
             (xp.sqrt, (v, tmp)), (xp.add, (tmp, eps, tmp)),
             (xp.multiply, (m, neg_lr, update)), (xp.divide, (update, tmp, update)), (xp.add, (params, update, params)),
         ]
