@@ -93,6 +93,20 @@ class Backend:
         return v
 
 
+def on_device(a):
+    """Whether `a` is a CuPy array (known by its type's module: nothing is imported)."""
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def array_module(a):
+    """The array module of `a`: CuPy for a CuPy array (imported here, as everywhere: CuPy made `a`), else NumPy."""
+    if on_device(a):
+        import cupy
+
+        return cupy
+    return np
+
+
 @functools.cache
 def cpu_name():
     """The CPU model as the OS reports it."""

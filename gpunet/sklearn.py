@@ -4,9 +4,10 @@
 
 Same parameters, defaults, fitted attributes and numbers as scikit-learn's (on the CPU in float64 with
 the same random_state), plus `backend` ("auto", "cpu", "cuda"), `device` (the CUDA device index) and
-`dtype` (default: the input's, float32 or float64). This module translates: parameters and arrays in,
-fitted attributes out; the training loop is gpunet/sklearn_loop.py on gpunet's engine. It needs the
-[sklearn] extra (scikit-learn and scipy); `import gpunet` does not.
+`dtype` (default: the input's, float32 or float64). Inputs are NumPy arrays, anything scikit-learn takes
+(pandas, lists), or CuPy arrays, which stay on their device (gpunet/sklearn_arrays.py). This module
+translates: parameters and arrays in, fitted attributes out; the training loop is gpunet/sklearn_loop.py
+on gpunet's engine. It needs the [sklearn] extra (scikit-learn and scipy); `import gpunet` does not.
 """
 
 import warnings
@@ -26,24 +27,15 @@ try:
     from sklearn.utils._param_validation import Interval, StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
-    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+    from sklearn.utils.validation import check_is_fitted
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(f"gpunet.sklearn needs scikit-learn>=1.6 and scipy ({e}); install them with "
                       "pip install 'gpunet[sklearn]'") from None
 
-from gpunet.backend import BACKENDS, resolve
+from gpunet.backend import BACKENDS, array_module, on_device, resolve
 from gpunet.model import Layout
+from gpunet.sklearn_arrays import host, like_input, sample_weights, validated, validated_xy
 from gpunet.sklearn_loop import SGD, Adam, Engine, History, fit_lbfgs, fit_stochastic, glorot_params
-
-def _validated(estimator, *arrays, **kw):
-    """scikit-learn's validate_data, after refusing device arrays with a message that names the fix
-    (scikit-learn's own check would fail on NumPy's conversion of a CuPy array with a less helpful one)."""
-    for a in arrays:
-        if type(a).__module__.split(".")[0] == "cupy":
-            raise TypeError("gpunet.sklearn does not take CuPy arrays yet: pass cupy.asnumpy(X) (with "
-                            "backend='cuda' the data are moved to the GPU once, at fit)")
-    return validate_data(estimator, *arrays, **kw)
-
 
 _CONSTRAINTS = {
     **_SkRegressor._parameter_constraints,
@@ -65,9 +57,13 @@ class _MLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         return [n_features, *[int(h) for h in hidden], self.n_outputs_]
 
-    def _engine(self, dtype):
-        """An Engine on the chosen backend holding coefs_ and intercepts_."""
-        backend = resolve(self.backend, self.device)
+    def _placed(self, X):
+        """X where it is used: a CuPy X on its device, or on the host with backend="cpu"."""
+        return X.get() if on_device(X) and self.backend.lower() == "cpu" else X
+
+    def _engine(self, dtype, X=None):
+        """An Engine holding coefs_ and intercepts_ on the chosen backend: for a CuPy X (placed), X's device."""
+        backend = resolve("cuda", X.device.id) if on_device(X) else resolve(self.backend, self.device)
         sizes = [self.coefs_[0].shape[0], *(w.shape[1] for w in self.coefs_)]
         return Engine(backend, sizes, self._flat(), dtype, self.activation, self.out_activation_, self.alpha)
 
@@ -82,10 +78,15 @@ class _MLP(BaseEstimator):
         self.intercepts_ = [b.copy() for _, b in layers]
 
     def _forward(self, X):
-        """The output activations (n, n_outputs_) on the host for validated inputs X."""
-        engine = self._engine(self.coefs_[0].dtype)
-        x_t = engine.backend.asarray(np.asarray(X).T)
-        return engine.backend.to_numpy(engine.predict(x_t))
+        """The output activations (n, n_outputs_) of inputs X (validated), where X is: a CuPy X's on its device."""
+        X = self._placed(X)
+        engine = self._engine(self.coefs_[0].dtype, X)
+        y_pred = engine.predict(engine.backend.asarray(X.T))
+        return y_pred if on_device(X) else engine.backend.to_numpy(y_pred)
+
+    def score(self, X, y, sample_weight=None):
+        """scikit-learn's score: R^2 of the regressor's predictions, accuracy of the classifier's (on the host)."""
+        return self._metric(host(y), host(self.predict(X)), sample_weight=host(sample_weight))
 
     # -- fit
 
@@ -101,8 +102,9 @@ class _MLP(BaseEstimator):
         self._validate_params()
         first = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first)
+        X = self._placed(X)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
+            sample_weight = sample_weights(sample_weight, X)
         y = y.reshape(-1, 1) if y.ndim == 1 else y
         self.n_outputs_ = y.shape[1]
         sizes = self._sizes(X.shape[1])
@@ -112,7 +114,7 @@ class _MLP(BaseEstimator):
         rs = check_random_state(self.random_state)
         if first:
             self._initialize(y, sizes, dtype, rs)
-        engine = self._engine(dtype)
+        engine = self._engine(dtype, X)
         if self.solver == "lbfgs":
             self._fit_lbfgs(engine, X, y, sample_weight)
         else:
@@ -231,6 +233,7 @@ class MLPRegressor(RegressorMixin, _MLP):
     """
 
     _parameter_constraints = {**_CONSTRAINTS, "loss": [StrOptions({"squared_error", "poisson"})]}
+    _metric = staticmethod(r2_score)
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
@@ -244,8 +247,7 @@ class MLPRegressor(RegressorMixin, _MLP):
         return "exp" if self.loss == "poisson" else "identity"
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = _validated(self, X, y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32),
-                             reset=reset)
+        X, y = validated_xy(self, X, y, reset=reset, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, y
@@ -261,7 +263,7 @@ class MLPRegressor(RegressorMixin, _MLP):
     def predict(self, X):
         """The predicted values, (n_samples,) or (n_samples, n_outputs)."""
         check_is_fitted(self)
-        y_pred = self._forward(_validated(self, X, reset=False, dtype=(np.float64, np.float32)))
+        y_pred = self._forward(validated(self, X, reset=False))
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
     @available_if(lambda est: est._check_solver())
@@ -279,6 +281,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
     """
 
     _parameter_constraints = {k: v for k, v in _CONSTRAINTS.items() if k != "loss"}
+    _metric = staticmethod(accuracy_score)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
@@ -291,7 +294,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = _validated(self, X, y, multi_output=True, dtype=(np.float64, np.float32), reset=reset)
+        X, y = validated_xy(self, X, y, reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
@@ -319,21 +322,22 @@ class MLPClassifier(ClassifierMixin, _MLP):
     def predict(self, X):
         """The predicted classes, (n_samples,), or (n_samples, n_classes) for multi-label targets."""
         check_is_fitted(self)
-        return self._labels(self._forward(_validated(self, X, reset=False, dtype=(np.float64, np.float32))))
+        X = validated(self, X, reset=False)
+        return like_input(X, self._labels(host(self._forward(X))))
 
     def predict_proba(self, X):
         """The probability of each class, (n_samples, n_classes), in the order of classes_."""
         check_is_fitted(self)
-        y_prob = self._forward(_validated(self, X, reset=False, dtype=(np.float64, np.float32)))
+        y_prob = self._forward(validated(self, X, reset=False))
         if self.n_outputs_ == 1:
             y_prob = y_prob.ravel()
-            return np.vstack([1 - y_prob, y_prob]).T
+            return array_module(y_prob).vstack([1 - y_prob, y_prob]).T
         return y_prob
 
     def predict_log_proba(self, X):
         """The log of predict_proba."""
         y_prob = self.predict_proba(X)
-        return np.log(y_prob, out=y_prob)
+        return array_module(y_prob).log(y_prob, out=y_prob)
 
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):

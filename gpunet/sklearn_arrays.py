@@ -1,0 +1,70 @@
+"""The arrays gpunet.sklearn's estimators take and give: NumPy (or anything scikit-learn validates, such
+as pandas) on the host, or CuPy arrays, which stay on their device.
+
+A CuPy X is checked where it is (its shape, dtype and finiteness, with scikit-learn's own feature
+count and name checks), trains on its own device (unless backend="cpu", which copies it to the host
+once) and gets its predictions as CuPy arrays on that device. Targets and sample weights are small
+beside X: they are checked on the host by scikit-learn's code, as a NumPy input's are.
+"""
+
+import numpy as np
+from sklearn.utils.validation import (_check_feature_names, _check_n_features, _check_sample_weight, _check_y,
+                                      check_consistent_length, validate_data)
+
+from gpunet.backend import array_module, on_device
+
+FLOATS = (np.float64, np.float32)  # the dtypes kept; any other input is converted to the first
+
+
+def host(a):
+    """A CuPy array's copy on the host; anything else as it is."""
+    return a.get() if on_device(a) else a
+
+
+def validated(estimator, X, *, reset):
+    """scikit-learn's validate_data(estimator, X) with X of float32 or float64; a CuPy X stays on its device."""
+    if on_device(X):
+        return _validated_on_device(estimator, X, reset)
+    return validate_data(estimator, X, reset=reset, dtype=FLOATS)
+
+
+def validated_xy(estimator, X, y, *, reset, y_numeric=False):
+    """validated() of X, and scikit-learn's checks of y (on the host, for a CuPy X too): (X, y)."""
+    if not on_device(X):
+        return validate_data(estimator, X, y, reset=reset, dtype=FLOATS, multi_output=True, y_numeric=y_numeric)
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None.")
+    X = _validated_on_device(estimator, X, reset)
+    y = _check_y(host(y), multi_output=True, y_numeric=y_numeric, estimator=estimator)
+    check_consistent_length(X, y)
+    return X, y
+
+
+def _validated_on_device(estimator, X, reset):
+    """validate_data's checks of X, done on X's device: one reduction and one number back to the host."""
+    _check_feature_names(estimator, X, reset=reset)
+    if X.ndim != 2:
+        raise ValueError(f"Expected a 2D array, got a {X.ndim}D CuPy array of shape {X.shape} instead: reshape "
+                         "it, with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample.")
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"Found array with shape {X.shape}: at least 1 sample and 1 feature are required.")
+    if X.dtype not in FLOATS:
+        X = X.astype(FLOATS[0])
+    xp = array_module(X)
+    if not np.isfinite(float(X.sum())) and not bool(xp.isfinite(X).all()):  # a sum can overflow: then look closer
+        raise ValueError("Input X contains NaN or infinity: remove or impute those values first.")
+    _check_n_features(estimator, X, reset=reset)
+    return X
+
+
+def sample_weights(sample_weight, X):
+    """scikit-learn's check of sample_weight against X's rows, on the host (for a CuPy X too)."""
+    rows = np.empty((X.shape[0], 0), X.dtype) if on_device(X) else X  # it reads only X's length and module
+    return _check_sample_weight(host(sample_weight), rows)
+
+
+def like_input(X, a):
+    """Predictions `a` (host) in X's array module: a CuPy copy for a CuPy X where CuPy can hold them (numbers)."""
+    if on_device(X) and a.dtype.kind in "biuf":
+        return array_module(X).asarray(a)
+    return a
