@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # The bench's PyTorch: pinned, so that pip takes this release rather than the newest CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: train train-distributed test bench gpu-check clean
+.PHONY: train train-distributed test bench gpu-check gpu-wheels clean
 
 train: $(VENV)/.installed
 	$(BIN)/gpunet train --backend auto
@@ -25,9 +25,19 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
 
-# For a machine with a GPU whose python3 has the dependencies already: installs nothing.
+# For a machine with a GPU whose python3 has the dependencies already: installs nothing. With
+# .gpu-wheels/ beside it (make gpu-wheels, here), scikit-learn is unpacked from there for the
+# gpunet.sklearn tests and benchmark.
 gpu-check:
 	PYTHON=$(PYTHON) bash bench/gpu-check.sh
+
+# scikit-learn and scipy wheels for the GPU machine's Python (3.12, x86-64 Linux), which reaches no
+# package index: about 45 MB, carried there with the source tree.
+GPU_PYTHON_VERSION ?= 3.12
+gpu-wheels: | $(BIN)/python
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version $(GPU_PYTHON_VERSION) --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		-d .gpu-wheels scikit-learn scipy threadpoolctl joblib cloudpickle narwhals hypothesis attrs sortedcontainers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

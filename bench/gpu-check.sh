@@ -3,13 +3,19 @@
 # dependencies (numpy, click, pytest, cupy; torch and jax for the peers). Installs nothing, runs gpunet
 # from this source tree, and finishes within about 5 minutes. Everything it prints also goes under
 # $OUT (default bench/results/gpu-check-<date>): the GPU tests, `gpunet check` on every workload
-# (CPU vs CUDA, and each against a float64 reference), and the benchmark with the peers on CUDA.
+# (CPU vs CUDA, and each against a float64 reference), and the benchmark with the peers on CUDA; with
+# scikit-learn (from .gpu-wheels/, see the Makefile), gpunet.sklearn's GPU tests and its benchmark too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu-check-$(date +%F)}
 PY=${PYTHON:-python3}
 export PYTHONPATH=.
 mkdir -p "$OUT"
+if [ -d .gpu-wheels ]; then  # scikit-learn and scipy for gpunet.sklearn (make gpu-wheels): unpacked, not installed
+    site=$(mktemp -d)
+    for w in .gpu-wheels/*.whl; do "$PY" -m zipfile -e "$w" "$site"; done
+    export PYTHONPATH=.:$site
+fi
 status=0
 step() {  # step NAME COMMAND...: run, keep its output in $OUT/NAME.txt, remember a failure
     local name=$1
@@ -35,6 +41,9 @@ for a in relu tanh sigmoid; do
 done
 # TF32 rounds the products' inputs to 10 bits: this step shows how far that moves large from the CPU
 step check-large-tf32 "$PY" -m gpunet check --workload large --backends cpu,cuda --tf32
+if "$PY" -c "import sklearn" 2>/dev/null; then
+    step sklearn-bench "$PY" bench/sklearn_bench.py --backend cuda --runs 3
+fi
 step bench "$PY" bench/run.py --backend cpu,cuda --peers-on cuda --repeats 5 --out "$OUT"
 echo "== results in $OUT"
 exit $status

@@ -154,7 +154,7 @@ def read_table(path, rows=None):
     if rows is not None and not 0 <= rows[0] < rows[1]:
         raise ValueError(f"rows must be (lo, hi) with 0 <= lo < hi, not {rows}")
     lo = rows[0] if rows else 0
-    files = _readers().expand(path)
+    files = _files(path)
     if _numpy_file(files):
         table = _read_numpy(files[0], rows)
     else:
@@ -185,8 +185,15 @@ def count_rows(path):
     Raises:
         DataError: a file that cannot be read.
     """
-    files = _readers().expand(path)
+    files = _files(path)
     return len(_numpy_array(files[0])) if _numpy_file(files) else _readers().count_rows(files)
+
+
+def _files(path):
+    """The files `path` names: one .npy or .npz file as it is (read without pyarrow), else what readers.expand gives."""
+    if os.path.splitext(str(path))[1].lower() in (".npy", ".npz") and os.path.isfile(path):
+        return [path]
+    return _readers().expand(path)
 
 
 def _numpy_file(files):

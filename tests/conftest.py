@@ -1,4 +1,10 @@
-"""The backend parameter: every test that takes `backend` runs on the CPU, and on CUDA where a GPU is usable."""
+"""The backend parameter: every test that takes `backend` runs on the CPU, and on CUDA where a GPU is usable.
+
+`needs_pyarrow` marks the tests that read or write data files through pyarrow: a dependency, absent only
+from the GPU machine's bare python3, where they are skipped so that the GPU check runs everything else.
+"""
+
+import importlib.util
 
 import pytest
 
@@ -16,6 +22,7 @@ def cuda_unavailable_reason():
 
 
 NO_CUDA = cuda_unavailable_reason()
+needs_pyarrow = pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow is not installed")
 BACKENDS = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(bool(NO_CUDA), reason=NO_CUDA)])]
 
 

@@ -18,6 +18,7 @@ from gpunet.tabular import read_table
 from gpunet.train import Config, Trainer, train
 from tests.plain_mlp import train_plain
 from tests.planted import wrong_softmax_gradient
+from tests.conftest import needs_pyarrow
 from tests.clitools import one_line_error, run
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid"]
@@ -158,6 +159,7 @@ def test_api_takes_the_sizes_from_the_data():
 @pytest.fixture
 def labelled_csv(tmp_path):
     """Three named classes decided by which of a, b, c is largest (with a little noise), and a text label column."""
+    pytest.importorskip("pyarrow")  # the tests that take it read or write it through pyarrow
     rng = np.random.default_rng(1)
     x = rng.standard_normal((450, 4))
     names = np.array(["cat", "dog", "emu"])
@@ -213,6 +215,7 @@ def test_evaluate_report_precision_recall_f1_and_unknown_labels(tmp_path, labell
     assert "3 rows have a label the model does not know" in r.stderr and "confusion matrix" in r.stdout
 
 
+@needs_pyarrow
 def test_integer_labels_and_predict_with_other_column_names(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((200, 2))
@@ -271,6 +274,7 @@ def test_bad_classification_input(tmp_path, labelled_csv):
     assert "kind" in text and "--loss ce" in text
 
 
+@needs_pyarrow
 def test_unknown_validation_labels_warn_once(tmp_path):
     path = tmp_path / "rare.csv"
     rows = [f"{i % 7},{(i * 3) % 5},{'ab'[i % 2]}" for i in range(60)]
@@ -295,6 +299,7 @@ def test_the_warm_up_epoch_leaves_no_trace(backend):
     assert warmed.warm and (cold.warm or backend.name == "cuda")
 
 
+@needs_pyarrow
 @pytest.mark.parametrize("labels", [["cat", "dog"], ["a,b", 'say "hi"']])
 def test_predictions_csv_reads_back(labels):
     """pyarrow's fast path, and the csv module's for labels that need quotes: the same rows read back."""

@@ -3,10 +3,11 @@
 import os
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.feather as feather
-import pyarrow.parquet as pq
 import pytest
+
+pa = pytest.importorskip("pyarrow")  # a dependency; absent only from the GPU machine's bare python3
+import pyarrow.feather as feather  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from gpunet import readers
 from gpunet.errors import DataError
