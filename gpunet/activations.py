@@ -11,8 +11,8 @@ from gpunet.errors import ConfigError
 
 
 def relu(xp, z, d, zero, one):
-    # relu'(z): 1.0 where z > 0, in the float dtype (float x bool runs at half speed; maximum and sign at a
-    # third of greater and multiply on float32)
+    # relu'(z): 1.0 where z > 0, in the float dtype (float x bool runs at half speed; maximum and sign, at a
+    # third of the speed of greater and multiply on float32)
     return [(xp.greater, (z, zero, d)), (xp.multiply, (z, d, z))]
 
 

@@ -58,8 +58,8 @@ class _MLP(BaseEstimator):
         return [n_features, *[int(h) for h in hidden], self.n_outputs_]
 
     def _placed(self, X):
-        """X where it is used: a CuPy X on its device, or on the host with backend="cpu"."""
-        return X.get() if on_device(X) and self.backend.lower() == "cpu" else X
+        """X where it is used: a CuPy X stays on its device, except with backend="cpu" (then a host copy)."""
+        return host(X) if self.backend.lower() == "cpu" else X
 
     def _engine(self, dtype, X=None):
         """An Engine holding coefs_ and intercepts_ on the chosen backend: for a CuPy X (placed), X's device."""
@@ -78,7 +78,8 @@ class _MLP(BaseEstimator):
         self.intercepts_ = [b.copy() for _, b in layers]
 
     def _forward(self, X):
-        """The output activations (n, n_outputs_) of inputs X (validated), where X is: a CuPy X's on its device."""
+        """The output activations (n, n_outputs_) of validated inputs X, on the host, or on its device for a CuPy X
+        (unless backend="cpu")."""
         X = self._placed(X)
         engine = self._engine(self.coefs_[0].dtype, X)
         y_pred = engine.predict(engine.backend.asarray(X.T))
@@ -322,7 +323,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
     def predict(self, X):
         """The predicted classes, (n_samples,), or (n_samples, n_classes) for multi-label targets."""
         check_is_fitted(self)
-        X = validated(self, X, reset=False)
+        X = self._placed(validated(self, X, reset=False))
         return like_input(X, self._labels(host(self._forward(X))))
 
     def predict_proba(self, X):

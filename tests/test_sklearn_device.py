@@ -86,6 +86,10 @@ def test_backend_cpu_copies_a_cupy_input_to_the_host(monkeypatch):
     ours = gs.MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0, backend="cpu")
     ours.fit(fake_device.to_device(x), y)
     assert x_copied(x) and type(ours.predict(fake_device.to_device(x))) is np.ndarray
+    xc, yc = classification("iris")
+    ours = gs.MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0, backend="cpu")
+    ours.fit(fake_device.to_device(xc), yc)
+    assert all(type(p) is np.ndarray for p in (ours.predict(xc), ours.predict(fake_device.to_device(xc))))
 
 
 @pytest.mark.parametrize("bad, says", [
