@@ -27,16 +27,17 @@ class SquaredError:
     weight = None  # per row, 0 for padding (gpunet.batches): multiplies the output error
 
     def __init__(self, ws):
-        self.xp, self.mm, self.z, self.y, self.g = ws.xp, ws.backend.matmul, ws.z[-1], ws.y, ws.g[-1]
+        self.xp, self.z, self.y, self.g = ws.xp, ws.z[-1], ws.y, ws.g[-1]
         # the residual as a row and a column: their product is the sum of squares
         self._row, self._col = self.g.reshape(1, -1), self.g.reshape(-1, 1)
+        self._sum_of_squares = self._row.dot
 
     def error(self, out=None):
         self.xp.subtract(self.z, self.y, out=self.g)
         if self.weight is not None:
             self.xp.multiply(self.g, self.weight, out=self.g)
         if out is not None:
-            self.mm(self._row, self._col, out=out)
+            self._sum_of_squares(self._col, out)
 
 
 class SoftmaxCrossEntropy:

@@ -153,10 +153,11 @@ class Workspace:
 
     def _forward_calls(self, act):
         """Each layer's matrix product (z = w.T a + b, the bias through the row of ones) and, on a hidden
-        layer, its activation in place: the next layer's input."""
-        calls, mm = Calls(), self.backend.matmul
+        layer, its activation in place: the next layer's input. Products are the left operand's bound `dot`
+        (out positional): 0.3 us less per call than `xp.dot`, whose dispatch NumPy runs each time."""
+        calls = Calls()
         for blk, a, z, d in zip(self.net.blocks, self.a, self.z, self.d + [None]):
-            calls.append((mm, (blk.T, a, z)))
+            calls.append((blk.T.dot, (a, z)))
             if d is not None:
                 calls += act(self.xp, z, d, self._zero, self._one)
         return calls
@@ -164,14 +165,14 @@ class Workspace:
     def _backward_calls(self):
         """From the output error in g[-1]: scaled by _factor, then per layer from the top dS/dw and dS/db (via
         the row of ones) and, below the top, dS/dz of the layer below through its activation's derivative."""
-        mm, multiply, net = self.backend.matmul, self.xp.multiply, self.net
+        multiply, net = self.xp.multiply, self.net
         calls = Calls([(multiply, (self.g[-1], self._factor, self.g[-1]))])
         for layer in reversed(range(len(self.g))):
             g = self.g[layer]
-            calls.append((mm, (self.a[layer], g.T, net.grad_blocks[layer])))
+            calls.append((self.a[layer].dot, (g.T, net.grad_blocks[layer])))
             if layer > 0:
                 g_below, d_below = self.g[layer - 1], self.d[layer - 1]
-                calls += [(mm, (net.weights[layer], g, g_below)), (multiply, (g_below, d_below, g_below))]
+                calls += [(net.weights[layer].dot, (g, g_below)), (multiply, (g_below, d_below, g_below))]
         return calls
 
     def load(self, x, y=None):
