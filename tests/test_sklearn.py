@@ -279,6 +279,7 @@ def test_float32_on_each_backend_agrees_with_float64_on_the_cpu(backend, solver)
         ours = pickle.loads(pickle.dumps(ours)).partial_fit(x, y)
         state = [a for v in vars(ours._opt).values() for a in (v if isinstance(v, list) else [v])]
         assert all(isinstance(a, np.ndarray) for a in state if hasattr(a, "shape")) and len(state) > 3
+        assert all(a.shape == () for a in state if getattr(a, "size", 0) == 1)  # moved back and forth: still 0-d
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="CUDA is usable here")
