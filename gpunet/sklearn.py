@@ -349,8 +349,9 @@ class MLPClassifier(ClassifierMixin, _MLP):
             classes: every class label; needed on the first call (not for multi-label targets).
         """
         if _check_partial_fit_first_call(self, classes):
+            y_host = host(y)  # scikit-learn's label functions read host arrays only
             self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
+            self._label_binarizer.fit(y_host if type_of_target(y_host).startswith("multilabel") else classes)
         return self._fit(X, y, sample_weight, incremental=True)
 
     def __sklearn_tags__(self):

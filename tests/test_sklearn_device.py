@@ -130,3 +130,15 @@ def test_real_cupy_inputs_stay_on_the_gpu_and_agree_with_the_cpu(solver):
     assert rel(cupy.asnumpy(proba), reference.predict_proba(x)) < TOLERANCES["float32"]
     labels = ours.predict(xd)
     assert isinstance(labels, cupy.ndarray) and float((labels == cupy.asarray(y)).mean()) == ours.score(xd, y)
+
+
+def test_partial_fit_of_a_classifier_takes_cupy_labels(monkeypatch):
+    fake_device.install(monkeypatch)
+    x, y = classification("iris")
+    kw = dict(hidden_layer_sizes=(8,), random_state=0)
+    ours, on_host = gs.MLPClassifier(**kw), gs.MLPClassifier(backend="cpu", **kw)
+    for _ in range(3):
+        ours.partial_fit(fake_device.to_device(x), fake_device.to_device(y), classes=np.unique(y))
+        on_host.partial_fit(x, y, classes=np.unique(y))
+    assert_same_model(ours, on_host)
+    assert not x_copied(x)
