@@ -3,6 +3,10 @@
 Its arrays are NumPy arrays of a type whose module is `cupy`, with CuPy's `.get()` (a host copy) and
 `.device`; its functions are NumPy's, giving such arrays; `cuda` holds what gpunet's backend resolution
 calls. `host_copies` counts the .get() calls, so that a test can see what came back to the host.
+
+What it cannot do is refuse NumPy's implicit conversion as CuPy does: np.asarray of an ndarray subclass
+succeeds, so a scikit-learn function handed a device array passes here and raises on CuPy. The real-CuPy
+test in test_sklearn_device.py covers that where a GPU is usable.
 """
 
 import sys
