@@ -142,3 +142,26 @@ def test_partial_fit_of_a_classifier_takes_cupy_labels(monkeypatch):
         on_host.partial_fit(x, y, classes=np.unique(y))
     assert_same_model(ours, on_host)
     assert not x_copied(x)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(bool(NO_CUDA), reason=NO_CUDA)
+def test_real_cupy_through_every_path_that_takes_arrays():
+    """Weights, early stopping, partial_fit with labels, binary probabilities, score: all with CuPy arguments."""
+    import cupy
+
+    x, y = regression("diabetes")
+    sw = np.linspace(0.5, 1.5, len(y))
+    kw = dict(hidden_layer_sizes=(8,), max_iter=5, random_state=0, early_stopping=True, n_iter_no_change=2)
+    reference = gs.MLPRegressor(backend="cpu", **kw).fit(x, y, sample_weight=sw)
+    ours = gs.MLPRegressor(**kw).fit(*(cupy.asarray(a) for a in (x, y)), sample_weight=cupy.asarray(sw))
+    assert rel(ours.loss_curve_, reference.loss_curve_) < 1e-9  # float64 on both: rounding apart
+    y_pred = ours.predict(cupy.asarray(x))
+    assert isinstance(y_pred, cupy.ndarray) and rel(cupy.asnumpy(y_pred), reference.predict(x)) < 1e-9
+    assert abs(ours.score(cupy.asarray(x), cupy.asarray(y)) - reference.score(x, y)) < 1e-9
+    xb, yb = classification("cancer")
+    clf = gs.MLPClassifier(hidden_layer_sizes=(8,), random_state=0)
+    for _ in range(3):
+        clf.partial_fit(cupy.asarray(xb), cupy.asarray(yb), classes=np.unique(yb))
+    proba = clf.predict_proba(cupy.asarray(xb))
+    assert isinstance(proba, cupy.ndarray) and proba.shape == (len(yb), 2)
