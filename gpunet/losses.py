@@ -8,6 +8,7 @@ leaves dS/dz / factor in g[-1] (the backward pass multiplies by factor * k * lr)
 
 import numpy as np
 
+from gpunet.calls import Calls
 from gpunet.errors import ConfigError
 
 LOSSES = ("sse", "mse", "ce")
@@ -20,27 +21,45 @@ def loss_factor(loss, n, d_out):
     return {"sse": 1.0, "mse": 1.0 / (n * d_out), "ce": 1.0 / n}[loss]
 
 
-class SquaredError:
+class _ListedError:
+    """A loss whose output error (without the loss itself) is a list of calls, `calls`, listed again when
+    `weight` (per row, 0 for padding rows: it multiplies the output error) is set."""
+
+    _weight = None
+
+    @property
+    def weight(self):
+        return self._weight
+
+    @weight.setter
+    def weight(self, w):
+        self._weight = w
+        scaled = [] if w is None else [(self.xp.multiply, (self.g, w, self.g))]
+        self.calls = Calls(self._error_calls() + scaled)
+
+
+class SquaredError(_ListedError):
     """sse and mse: a linear output, S = sum (y_pred - y)^2, dS/dz = 2 (y_pred - y)."""
 
     factor = 2
-    weight = None  # per row, 0 for padding (gpunet.batches): multiplies the output error
 
     def __init__(self, ws):
         self.xp, self.z, self.y, self.g = ws.xp, ws.z[-1], ws.y, ws.g[-1]
         # the residual as a row and a column: their product is the sum of squares
         self._row, self._col = self.g.reshape(1, -1), self.g.reshape(-1, 1)
         self._sum_of_squares = self._row.dot
+        self.weight = None
+
+    def _error_calls(self):
+        return [(self.xp.subtract, (self.z, self.y, self.g))]
 
     def error(self, out=None):
-        self.xp.subtract(self.z, self.y, out=self.g)
-        if self.weight is not None:
-            self.xp.multiply(self.g, self.weight, out=self.g)
+        self.calls()
         if out is not None:
             self._sum_of_squares(self._col, out)
 
 
-class SoftmaxCrossEntropy:
+class SoftmaxCrossEntropy(_ListedError):
     """ce: softmax over the d_out classes, S = -sum log p[label], dS/dz = p - onehot.
 
     y holds one-hot rows; a row of zeros (a label the model does not know) adds nothing to S or its
@@ -48,29 +67,32 @@ class SoftmaxCrossEntropy:
     """
 
     factor = 1
-    weight = None  # per row, 0 for padding (whose y is all zeros): multiplies the output error
 
     def __init__(self, ws):
         xp, n, dt = ws.xp, ws.n, ws.net.dtype
         self.xp, self.z, self.y, self.g = xp, ws.z[-1], ws.y, ws.g[-1]
-        self.top = xp.empty(n, dt)  # each row's largest logit, then its sum of exponentials
-        self.total = xp.empty(n, dt)
+        self.top = xp.empty(n, dt)  # each row's largest logit
+        self.total = xp.empty(n, dt)  # each row's sum of exponentials
         self._cols = None  # column indices, made at the first accuracy count
+        self.weight = None
+
+    def _error_calls(self):
+        xp, z, g = self.xp, self.z, self.g
+        return [
+            (xp.max, (z, 0, self.top)),  # over axis 0, into top
+            (xp.subtract, (z, self.top, z)),  # shifted: the largest logit of each row is 0, exp cannot overflow
+            (xp.exp, (z, g)),
+            (xp.sum, (g, 0, None, self.total)),  # over axis 0, dtype None, into total
+            (xp.divide, (g, self.total, g)),  # p
+            (xp.subtract, (g, self.y, g)),
+        ]
 
     def error(self, out=None):
-        xp, z, g = self.xp, self.z, self.g
-        xp.max(z, axis=0, out=self.top)
-        xp.subtract(z, self.top, out=z)  # shifted: the largest logit of each row is 0, exp cannot overflow
-        xp.exp(z, out=g)
-        xp.sum(g, axis=0, out=self.total)
-        xp.divide(g, self.total, out=g)  # p
+        self.calls()
         if out is not None:
             # -log p[label] = log sum exp(z) - z[label] (z shifted), for the rows with a known label
             known = self.y.sum(axis=0)
-            out[...] = xp.dot(known, xp.log(self.total)) - xp.vdot(self.y, z)
-        xp.subtract(g, self.y, out=g)
-        if self.weight is not None:
-            xp.multiply(g, self.weight, out=g)
+            out[...] = self.xp.dot(known, self.xp.log(self.total)) - self.xp.vdot(self.y, self.z)
 
     def correct(self, out):
         """The number of rows whose largest logit is their label's, into `out` (a (1, 1) buffer)."""

@@ -98,7 +98,7 @@ class Network:
         """params -= grads: one operation over the flat buffer (the learning rate is already in grads)."""
         self.xp.subtract(self.params, self.grads, out=self.params)
 
-    def _decay_calls(self, c):
+    def decay_calls(self, c):
         """The calls of grads += c * w (through a flat buffer of c on the weights and 0 on the biases), made once per c."""
         if c not in self._decay:  # a few coefficients at most: a run's, or one per batch size
             on_weights = np.zeros(self.layout.size)
@@ -115,7 +115,7 @@ class Network:
 
         With `penalty`, also return c * sum(w^2) (a 0-d value on the backend) from the same product:
         one dot instead of sum_squared_weights' one per layer."""
-        self._decay_calls(c)()
+        self.decay_calls(c)()
         return self._decay_tmp.dot(self.params) if penalty else None
 
     def sum_squared_weights(self):
@@ -211,10 +211,20 @@ class Workspace:
 
     def backward(self, scale):
         """net.grads = scale * dS/dparams, from the output error that error() left in g[-1]."""
-        if scale != self._factor_of:
-            self._factor[...], self._factor_of = self.out.factor * scale, scale
+        self._scale(scale)
         self._backward()
         return self.net.grads
+
+    def _scale(self, scale):
+        if scale != self._factor_of:
+            self._factor[...], self._factor_of = self.out.factor * scale, scale
+
+    def step_calls(self, scale, update):
+        """A whole step as one list of calls: forward, the output error (not the loss), backward scaled by
+        `scale`, then `update` (calls). For a loop that reads nothing between steps; the list holds the
+        loss's calls as they are now (set its `weight` first, if any)."""
+        self._scale(scale)
+        return Calls([*self._forward, *self.out.calls, *self._backward, *update])
 
     def gradient(self, scale, loss_out=None, decay=0.0):
         """Forward, output error and backward: net.grads = scale * dS/dparams + decay * w on this batch."""

@@ -2,11 +2,14 @@
 
 An optimizer says how the backward pass should scale the gradient (`grad_scale`) and then updates
 the parameters from the gradient buffer (`step`). SGD and momentum take the learning rate inside
-the gradient, so their update is a subtraction; Adam needs the plain gradient.
+the gradient, so their update is a subtraction; Adam needs the plain gradient. `calls` is the update
+as a list of calls (gpunet/calls.py) where it is the same every step, else None (Adam's bias
+corrections change each step).
 """
 
 import math
 
+from gpunet.calls import Calls
 from gpunet.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -17,21 +20,19 @@ class SGD:
 
     def __init__(self, net, lr):
         self.net, self.grad_scale = net, lr
-        self.step = net.step  # params -= grads: the learning rate is already in the gradient
+        # params -= grads: the learning rate is already in the gradient
+        self.calls = self.step = Calls([(net.xp.subtract, (net.params, net.grads, net.params))])
 
 
 class Momentum:
     """Heavy ball: v = mu * v + lr * grad; params -= v."""
 
     def __init__(self, net, lr, momentum=0.9):
-        self.net, self.grad_scale, self.mu = net, lr, net.xp.full((), momentum, net.dtype)
-        self.v = net.xp.zeros_like(net.params)
-
-    def step(self):
-        xp, v = self.net.xp, self.v
-        xp.multiply(v, self.mu, out=v)
-        xp.add(v, self.net.grads, out=v)
-        xp.subtract(self.net.params, v, out=self.net.params)
+        xp, p = net.xp, net.params
+        self.net, self.grad_scale, self.mu = net, lr, xp.full((), momentum, net.dtype)
+        self.v = v = xp.zeros_like(p)
+        self.calls = self.step = Calls([(xp.multiply, (v, self.mu, v)), (xp.add, (v, net.grads, v)),
+                                        (xp.subtract, (p, v, p))])
 
 
 class Adam:
@@ -43,6 +44,7 @@ class Adam:
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m, self.v, self.tmp = (xp.zeros_like(net.params) for _ in range(3))
         self.t = 0
+        self.calls = None
 
     def step(self):
         xp, g, m, v, tmp, dt = self.net.xp, self.net.grads, self.m, self.v, self.tmp, self.net.dtype.type

@@ -264,8 +264,8 @@ class Trainer:
         every, last = config.log_every, config.epochs
         points, loss, t = [], float("nan"), 0
         shuffle = None if self.full else np.random.default_rng([config.seed, 2])  # the same on every backend and rank
-        alone, (_, ws, scale) = self.full and self.comm.size == 1, plan[0]
-        loss_out, classify = monitor.out(0), config.loss == "ce"
+        alone, classify = self.full and self.comm.size == 1, config.loss == "ce"  # alone: the tutorial's loop
+        whole_batch = self._whole_batch_step(plan[0], opt, decay, monitor, classify) if alone else None
         stopped = False
 
         b.synchronize()
@@ -275,13 +275,8 @@ class Trainer:
                 log = not t % every or t == last
                 if log:
                     monitor.begin_epoch()
-                if alone:  # the tutorial's loop: one process, the whole batch, nothing between the calls
-                    ws.gradient(scale, loss_out if log else None)
-                    if log and classify:
-                        monitor.count(ws, 0)
-                    if decay:
-                        net.add_decay(decay)
-                    opt.step()
+                if alone:
+                    whole_batch(log)
                 else:
                     self._epoch(plan, opt, decay, monitor if log else None, shuffle)
                 if log:
@@ -313,6 +308,26 @@ class Trainer:
         if self.full:
             return [(0, self.workspaces[0], opt.grad_scale * loss_factor(config.loss, self.data.n_train, config.d_out))]
         return [(i, w, opt.grad_scale * loss_factor(config.loss, w.n, config.d_out)) for i, w in self.batches]
+
+    def _whole_batch_step(self, batch, opt, decay, monitor, classify):
+        """step(log): one epoch of the tutorial's loop (one process, the whole batch). Between log points,
+        with an optimizer whose update is a fixed list, the step is one list of calls (gpunet/calls.py)."""
+        _, ws, scale = batch
+        net, loss_out = self.net, monitor.out(0)
+        update = [*(net.decay_calls(decay) if decay else []), *(opt.calls or [])]
+        quiet = ws.step_calls(scale, update) if opt.calls is not None else None
+
+        def step(log):
+            if quiet is not None and not log:
+                return quiet()
+            ws.gradient(scale, loss_out if log else None)
+            if log and classify:
+                monitor.count(ws, 0)
+            if decay:
+                net.add_decay(decay)
+            opt.step()
+
+        return step
 
     def _epoch(self, plan, opt, decay, monitor, shuffle):
         """One epoch's steps; with `monitor` (a log epoch), each batch's loss and correct rows go into it."""
