@@ -45,7 +45,8 @@ class Backend:
     matmul: object = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        # dot on both: NumPy's cheapest call (PERF-NOTES); CuPy's matmul is its dot behind a gufunc wrapper (13.x) or checks (14.x)
+        # dot on both: cheaper than matmul (PERF-NOTES); CuPy's matmul is its dot behind a gufunc wrapper (13.x) or
+        # checks (14.x). The training passes call their left operand's bound dot, which skips NumPy's dispatch.
         object.__setattr__(self, "matmul", self.xp.dot)
 
     def take(self, a, rows, out):
