@@ -61,7 +61,8 @@ class _Moves:
                 setattr(self, name, to(value))
         return self
 
-    def _update(self, xp, params, grads):
+    def step(self, xp, params, grads):
+        """One update of params from grads: the calls listed for them, made again for other buffers."""
         if self._calls is None or self._calls[0] is not params:
             self._calls = (params, Calls(self._update_calls(xp, params, grads)))
         self._calls[1]()
@@ -83,9 +84,6 @@ class SGD(_Moves):
             return calls + [(xp.multiply, (v, mu, update)), (xp.subtract, (update, tmp, update)),
                             (xp.add, (params, update, params))]
         return calls + [(xp.add, (params, v, params))]
-
-    def step(self, xp, params, grads):
-        self._update(xp, params, grads)
 
     def iteration_ends(self, t):
         if self.schedule == "invscaling":
@@ -132,7 +130,7 @@ class Adam(_Moves):
         self.t += 1
         self.lr = self.lr_init * math.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
         self._c[-1][...] = -self.lr
-        self._update(xp, params, grads)
+        super().step(xp, params, grads)
 
     def iteration_ends(self, t):
         pass

@@ -34,10 +34,14 @@ def _on_device(fn):
     return call
 
 
-def _cuda():
-    linalg = types.SimpleNamespace(COMPUTE_TYPE_DEFAULT=1, COMPUTE_TYPE_TF32=7, set_compute_type=lambda dtype, t: None)
-    device = types.SimpleNamespace(use=lambda: None, compute_capability="90")
-    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDeviceProperties=lambda i: {"name": b"Fake"})
+def cuda_namespaces(count=1, compute_capability="90", compute_types=None):
+    """(cuda, _core): what gpunet's backend resolution and synchronisation call of CuPy, for `count`
+    devices; the (dtype, compute type) pairs gpunet sets for cuBLAS are appended to `compute_types`."""
+    record = (lambda dtype, t: compute_types.append((np.dtype(dtype), t))) if compute_types is not None else None
+    linalg = types.SimpleNamespace(COMPUTE_TYPE_DEFAULT=1, COMPUTE_TYPE_TF32=7,
+                                   set_compute_type=record or (lambda dtype, t: None))
+    device = types.SimpleNamespace(use=lambda: None, compute_capability=compute_capability)
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: count, getDeviceProperties=lambda i: {"name": b"Fake"})
     compiler = types.SimpleNamespace(CompileException=type("CompileException", (Exception,), {}))
     stream = types.SimpleNamespace(synchronize=lambda: None)
     cuda = types.SimpleNamespace(runtime=runtime, Device=lambda i: device, compiler=compiler,
@@ -48,7 +52,7 @@ def _cuda():
 def module():
     """A fresh fake `cupy` module."""
     fake = types.ModuleType("cupy")
-    fake.cuda, fake._core = _cuda()
+    fake.cuda, fake._core = cuda_namespaces()
     fake.asnumpy = lambda a: a.get() if isinstance(a, ndarray) else np.asarray(a)
 
     def attribute(name):

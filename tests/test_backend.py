@@ -14,6 +14,7 @@ from gpunet import bench
 from gpunet.cli import cli
 from gpunet.errors import BackendUnavailable, ConfigError
 from tests.conftest import NO_CUDA
+from tests.fake_device import cuda_namespaces
 
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
 
@@ -31,15 +32,9 @@ def fake_cupy(count=1, dot=np.dot, multiply=np.multiply, compute_capability="90"
     Its `compute_types` lists the (dtype, compute type) pairs gpunet set for cuBLAS.
     """
     compute_types = []
-    linalg = types.SimpleNamespace(COMPUTE_TYPE_DEFAULT=1, COMPUTE_TYPE_TF32=7,
-                                   set_compute_type=lambda dtype, t: compute_types.append((np.dtype(dtype), t)))
-    device = types.SimpleNamespace(use=lambda: None, compute_capability=compute_capability)
-    runtime = types.SimpleNamespace(getDeviceCount=lambda: count, getDeviceProperties=lambda i: {"name": b"Fake"})
-    compiler = types.SimpleNamespace(CompileException=type("CompileException", (Exception,), {}))
-    cuda = types.SimpleNamespace(runtime=runtime, Device=lambda i: device, compiler=compiler)
-    return types.SimpleNamespace(cuda=cuda, _core=types.SimpleNamespace(_routines_linalg=linalg), asarray=np.asarray,
-                                 empty=np.empty, dot=dot, multiply=multiply, asnumpy=np.asarray,
-                                 compute_types=compute_types)
+    cuda, core = cuda_namespaces(count, compute_capability, compute_types)
+    return types.SimpleNamespace(cuda=cuda, _core=core, asarray=np.asarray, empty=np.empty, dot=dot,
+                                 multiply=multiply, asnumpy=np.asarray, compute_types=compute_types)
 
 
 def raises(error):
