@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from gpunet.inference import predict  # noqa: E402
 from gpunet.train import Config, Result, train  # noqa: E402
 
-__all__ = ["Config", "Result", "train", "__version__"]
+__all__ = ["Config", "Result", "predict", "train", "__version__"]

@@ -3,7 +3,7 @@
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,11 +11,13 @@ from gpunet import __version__
 from gpunet.errors import ModelFileError
 from gpunet.files import atomic_write
 from gpunet.model import Layout
+from gpunet.prepare import Preparation
 from gpunet.tabular import Scaler
 
 # bump when a reader of the old format could not read the new one. 2: the activation (in config) may be
-# other than ReLU, and a classifier's classes; format 1 files (ReLU regressors) still load.
-FORMAT = 2
+# other than ReLU, and a classifier's classes. 3: the input columns' preparation (fill values, categories,
+# columns kept for predict's output). Files of formats 1 (ReLU regressors) and 2 still load.
+FORMAT = 3
 KEYS = ("gpunet_format", "gpunet_version", "sizes", "params", "x_mean", "x_scale", "y_mean", "y_scale",
         "input_names", "target_names", "config")
 
@@ -32,6 +34,9 @@ class SavedModel:
         config: the training configuration, as a dict.
         version: the gpunet version that wrote it.
         classes: a classifier's sorted class labels (numbers or text), one per output; None for regression.
+        prep: how the input columns become the network's inputs (gpunet.prepare); None: numbers as they are.
+        metrics: the run's final figures (epochs run, losses, accuracies, the epoch kept), from format 3.
+        file_format: the model format it was read from (FORMAT for a model made here).
     """
 
     sizes: list
@@ -43,6 +48,13 @@ class SavedModel:
     config: dict
     version: str = __version__
     classes: np.ndarray | None = None
+    prep: Preparation | None = None
+    metrics: dict = field(default_factory=dict)
+    file_format: int = FORMAT
+
+    def __post_init__(self):
+        if self.prep is None:
+            self.prep = Preparation.plain(self.input_names)
 
     @property
     def dtype(self):
@@ -73,6 +85,8 @@ def save(path, model):
                 input_names=np.array(model.input_names, dtype=str),
                 target_names=np.array(model.target_names, dtype=str),
                 config=np.array(json.dumps(model.config)),
+                prep=np.array(json.dumps(model.prep.to_dict())),
+                metrics=np.array(json.dumps(model.metrics)),
                 **({} if model.classes is None else {"classes": np.asarray(model.classes)}),
             )
 
@@ -109,7 +123,11 @@ def load(path):
                 raise ModelFileError(f"{path}: not a complete gpunet model (missing {', '.join(missing)})")
             data = {k: f[k] for k in KEYS}
             classes = f["classes"] if "classes" in f else None
+            prep = json.loads(str(f["prep"])) if fmt >= 3 else None
+            metrics = json.loads(str(f["metrics"])) if fmt >= 3 else {}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        if "allow_pickle" in str(e):  # NumPy's advice is not for a model file
+            raise not_a_model from None
         raise ModelFileError(f"{path}: truncated or corrupt model file ({type(e).__name__}: {e})") from None
     sizes = [int(s) for s in data["sizes"]]
     if len(sizes) < 2 or min(sizes) < 1 or data["params"].shape != (Layout(sizes).size,):
@@ -128,4 +146,35 @@ def load(path):
         config=json.loads(str(data["config"])),
         version=str(data["gpunet_version"]),
         classes=classes,
+        prep=None if prep is None else _preparation(path, prep, sizes[0]),
+        metrics=metrics,
+        file_format=fmt,
     )
+
+
+def _preparation(path, d, d_in):
+    """The Preparation saved in a model file, checked against the network's input width."""
+    try:
+        prep = Preparation.from_dict(d)
+    except (TypeError, KeyError) as e:
+        raise ModelFileError(f"{path}: corrupt model file (input preparation: {e})") from None
+    if len(prep.features) != d_in:
+        raise ModelFileError(f"{path}: corrupt model file ({len(prep.features)} prepared inputs for {d_in})")
+    return prep
+
+
+def describe(path):
+    """What the model file at `path` holds, as a JSON-ready dict (for `gpunet info`)."""
+    m = load(path)
+    c = m.config
+    training = {k: c[k] for k in ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "early_stop", "init",
+                                  "val_split", "seed", "dtype", "defaults") if k in c}
+    inputs = [{"name": col.name, "kind": col.kind,
+               **({"fill": col.fill} if col.kind == "number" else {"categories": col.categories})}
+              for col in m.prep.columns]
+    return {"file": path, "format": m.file_format, "gpunet_version": m.version, "layers": m.sizes,
+            "activation": m.activation, "loss": m.loss,
+            "task": "classification" if m.classes is not None else "regression",
+            "classes": None if m.classes is None else [c.item() for c in m.classes],
+            "targets": m.target_names, "inputs": inputs, "keep": m.prep.keep, "training": training,
+            "metrics": m.metrics}

@@ -1,6 +1,7 @@
 """The `gpunet` command line: parses options, calls the library, prints. No math here."""
 
 import contextlib
+import functools
 import io
 import json
 import signal
@@ -11,20 +12,24 @@ import traceback
 from dataclasses import replace
 
 import click
+from click.core import ParameterSource
 
 from gpunet import __version__, checkpoint, gradcheck, plotting
 from gpunet import backend as shim
-from gpunet import predict as predict_mod
+from gpunet import inference
 from gpunet.agree import compare
 from gpunet.comm import COMMS, device_of, launch
-from gpunet.data import DEFAULT_SEED, read_dataset
+from gpunet.data import DEFAULT_SEED
+from gpunet.prepare import MISSING_MODES, TASKS
+from gpunet.table_run import clip_batch, table_run
 from gpunet.errors import Diverged, GpunetError
 from gpunet.files import atomic_write, check_writable, write_json
 from gpunet.config import DTYPES, HIDDEN_ACTIVATIONS
 from gpunet.losses import LOSSES
 from gpunet.model import INITS
 from gpunet.optim import OPTIMIZERS
-from gpunet.report import bench_table, class_report, describe, format_loss_line, format_rows, summary_line
+from gpunet.report import (bench_table, class_report, describe, format_loss_line, format_rows, model_report,
+                           summary_line)
 from gpunet.tabular import read_table
 from gpunet.train import Config, train
 from gpunet.workloads import workload as workload_config
@@ -63,12 +68,20 @@ def parse_hidden(ctx, param, value):
 
 
 DEVICE_DEFAULT = "0; with --distributed, the rank's index on its node"
+TABLE_SHOWN = {"hidden": "100", "lr": "0.001", "optimizer": "adam", "batch_size": "min(200, rows)",
+               "weight_decay": "0.0001", "log_every": "1", "early_stop": "10", "loss": "ce for classes, mse for values",
+               "init": "he (relu), glorot (tanh, sigmoid)", "val_split": "0.2"}
 
 
-def backend_options(f):
-    """--backend and --device, shared by every command that runs on a backend."""
+def shown(key, tutorial, table=True):
+    """An option's default as --help shows it: the tutorial's, and with --data the table's where it differs."""
+    return f"{tutorial}; with --data: {TABLE_SHOWN[key]}" if table and key in TABLE_SHOWN else str(tutorial)
+
+
+def backend_options(f, ranks=False):
+    """--backend and --device, shared by every command that runs on a backend (`ranks`: one with --distributed)."""
     f = click.option(
-        "--device", default=None, show_default=DEVICE_DEFAULT, type=int,
+        "--device", default=None, show_default=DEVICE_DEFAULT if ranks else "0", type=int,
         help="CUDA device index (with --backend cuda or auto)."
     )(f)
     return click.option(
@@ -80,8 +93,9 @@ def backend_options(f):
     )(f)
 
 
-def network_options(f):
-    """The options that define what is trained; their defaults are the tutorial's experiment."""
+def network_options(f, table=False):
+    """The options that define what is trained; their defaults are the tutorial's experiment (and with
+    `table`, --help shows the table defaults of train --data beside them)."""
     d = Config()
     opts = [
         click.option("--n", default=d.n, show_default=True, type=int, help="Number of observations."),
@@ -89,14 +103,14 @@ def network_options(f):
         click.option(
             "--hidden",
             default=",".join(map(str, d.hidden)),
-            show_default=True,
+            show_default=shown("hidden", ",".join(map(str, d.hidden)), table),
             callback=parse_hidden,
             help="Hidden layer widths, comma-separated (e.g. 64,64 for two layers).",
         ),
         click.option("--d-out", default=d.d_out, show_default=True, type=int, help="Number of outputs."),
         click.option("--epochs", default=d.epochs, show_default=True, type=int,
                      help="Passes over the training rows (one step each; with --batch-size, one per batch)."),
-        click.option("--lr", default=d.lr, show_default=True, type=float, help="Learning rate."),
+        click.option("--lr", default=d.lr, show_default=shown("lr", d.lr, table), type=float, help="Learning rate."),
         click.option(
             "--seed", default=DEFAULT_SEED, show_default=True, type=int, help="Seed for the data and initial weights."
         ),
@@ -104,7 +118,7 @@ def network_options(f):
         click.option(
             "--loss",
             default=d.loss,
-            show_default=True,
+            show_default=shown("loss", d.loss, table),
             type=click.Choice(LOSSES),
             help="sse: sum of squared errors (the tutorial's); mse: their mean; ce: softmax cross-entropy "
             "over the --d-out classes (a classifier), averaged over the rows.",
@@ -114,12 +128,14 @@ def network_options(f):
         click.option(
             "--init",
             default=d.init,
-            show_default=True,
+            show_default=shown("init", d.init, table),
             type=click.Choice(INITS),
-            help="normal: N(0,1) weights, zero biases (the tutorial's); he: scaled by sqrt(2/fan_in).",
+            help="normal: N(0,1) weights, zero biases (the tutorial's); he: scaled by sqrt(2/fan_in); glorot: "
+            "uniform within +-sqrt(6/(fan_in+fan_out)).",
         ),
         click.option(
-            "--log-every", default=d.log_every, show_default=True, type=int, help="Print the loss every this many epochs."
+            "--log-every", default=d.log_every, show_default=shown("log_every", d.log_every, table), type=int,
+            help="Print the loss (and look at the validation loss) every this many epochs."
         ),
     ]
     for opt in reversed(opts):
@@ -127,13 +143,15 @@ def network_options(f):
     return f
 
 
-def training_options(f):
+def training_options(f, table=False):
     """Mini-batches, optimizers and validation; their defaults train exactly as the tutorial does."""
     d = Config()
     opts = [
         click.option("--batch-size", type=int, default=None, help="Rows per gradient step, shuffled every epoch "
-                     "from the seed  [default: the whole set, as in the tutorial]"),
-        click.option("--optimizer", default=d.optimizer, show_default=True, type=click.Choice(OPTIMIZERS),
+                     "from the seed; more than the training rows is all of them  [default: the whole set, as in the "
+                     f"tutorial{'; with --data: min(200, rows)' if table else ''}]"),
+        click.option("--optimizer", default=d.optimizer, show_default=shown("optimizer", d.optimizer, table),
+                     type=click.Choice(OPTIMIZERS),
                      help="sgd: plain gradient descent (the tutorial's); momentum; adam."),
         click.option("--momentum", default=d.momentum, show_default=True, type=float,
                      help="Momentum coefficient (--optimizer momentum)."),
@@ -141,11 +159,13 @@ def training_options(f):
         click.option("--beta2", default=d.beta2, show_default=True, type=float, help="Adam's second-moment decay."),
         click.option("--eps", default=d.eps, show_default=True, type=float, help="Adam's epsilon."),
         click.option("--val-split", type=float, default=None, help="Fraction of rows held out for validation, "
-                     "drawn from the seed  [default: 0.2 with --data, else 0]"),
-        click.option("--weight-decay", default=d.weight_decay, show_default=True, type=float,
+                     "drawn from the seed  [default: 0" + ("; with --data: 0.2]" if table else "]")),
+        click.option("--weight-decay", default=d.weight_decay, show_default=shown("weight_decay", d.weight_decay, table),
+                     type=float,
                      help="L2 penalty L: adds L/2 * sum(w^2) over the weights (not the biases) to the loss."),
         click.option("--early-stop", type=int, default=None, help="Stop when the validation loss has not improved "
-                     "for this many log points, and keep the best epoch's parameters (needs validation rows)."),
+                     "for this many log points, and keep the best epoch's parameters (needs validation rows)"
+                     + ("  [default: none; with --data: 10]" if table else "")),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -167,14 +187,18 @@ tf32_option = click.option(
     "(faster, less exact; off by default, whatever CUPY_TF32 says).")
 
 
-def distributed_options(f):
-    """--distributed and --comm: one model trained by every rank of an MPI launch."""
+def distributed_options(command):
+    """--distributed and --comm for `command` (train, check, bench): one model trained by every rank of an MPI launch."""
+    return functools.partial(_distributed_options, command=command)
+
+
+def _distributed_options(f, command):
     f = click.option("--comm", default="auto", show_default=True, type=click.Choice(COMMS),
                      help="How the gradient travels between ranks: nccl (GPUs), mpi (the buffer as it is: host "
                      "memory, or CUDA-aware MPI), host (GPU buffers staged through host memory); auto: nccl on "
                      "CUDA when CuPy has it, else host, and mpi on the CPU.")(f)
     return click.option("--distributed", is_flag=True,
-                        help="Train one model with every rank of an MPI launch (mpiexec -n P gpunet train ... "
+                        help=f"Train one model with every rank of an MPI launch (mpiexec -n P gpunet {command} ... "
                         "--distributed): each rank computes the gradient of its share of the rows; the result "
                         "is one process's. Needs mpi4py (the extra [mpi]).")(f)
 
@@ -187,21 +211,60 @@ def use_backend(name, device, quiet=False, tf32=False):
     return b
 
 
-@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="gpunet")
-def cli():
+@click.pass_context
+def cli(ctx):
     """Train a fully-connected network with hand-written gradients, on the GPU (CuPy) or the CPU (NumPy)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def parse_delimiter(ctx, param, value):
+    """A CSV separator as typed in a shell: '\\t' or 'tab' is a tab; otherwise one character."""
+    if value is None:
+        return None
+    value = "\t" if value in ("\\t", "tab") else value
+    if len(value) != 1:
+        raise click.BadParameter(f"{value!r} is not one character (e.g. ';' or '\\t')")
+    return value
+
+
+delimiter_option = click.option("--delimiter", default=None, callback=parse_delimiter,
+                                help="A CSV's cell separator, one character ('\\t' or tab for a tab)  [default: ,]")
+
+
+def table_options(f):
+    """The options of a run on a table (--data): the target, the task, which columns, and missing cells."""
+    opts = [
+        click.option("--data", "data_path", default=None,
+                     help="Train on this table instead of synthetic data: a .csv with a header row, .parquet, "
+                     ".feather/.arrow, .npy or .npz file, or a folder or quoted glob of such files read as one table."),
+        click.option("--target", default=None, help="Target column(s) of --data: names or 0-based indices, "
+                     "comma-separated  [default: the last column]"),
+        click.option("--task", default="auto", show_default=True, type=click.Choice(TASKS),
+                     help="auto: text labels, and integers with few distinct values, are classes; other numbers "
+                     "are values. --loss ce (classes) or mse/sse (values) decides it too."),
+        click.option("--features", default=None, help="The input columns of --data, comma-separated  "
+                     "[default: every column but the targets, --drop and --keep]"),
+        click.option("--drop", default=None, help="Columns of --data to leave out, comma-separated."),
+        click.option("--keep", default=None, help="Columns of --data that are not inputs but are carried into "
+                     "predict's output (an identifier, say), comma-separated."),
+        click.option("--missing", default="fill", show_default=True, type=click.Choice(MISSING_MODES),
+                     help="Missing cells (empty, NA, NaN) of the inputs: fill (numbers: the training rows' mean; "
+                     "text: a category of its own), or error. Rows with a missing target are dropped."),
+        delimiter_option,
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
 
 
 @cli.command("train")
-@backend_options
-@network_options
-@training_options
-@click.option("--data", "data_path", default=None,
-              help="Train on this table instead of synthetic data: a .csv with a header row, .parquet, "
-              ".feather/.arrow, .npy or .npz file, or a folder or quoted glob of such files read as one table.")
-@click.option("--target", default=None, help="Target column(s) of --data: names or 0-based indices, "
-              "comma-separated  [default: the last column]")
+@functools.partial(backend_options, ranks=True)
+@functools.partial(network_options, table=True)
+@functools.partial(training_options, table=True)
+@table_options
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
               help="Write the trained model here (.npz), atomically.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
@@ -209,21 +272,24 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the log lines.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary line.")
 @tf32_option
-@distributed_options
+@distributed_options("train")
 @click.pass_context
-def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_json, quiet, tf32, distributed, comm,
-              **options):
+def train_cmd(ctx, backend, device, data_path, target, task, features, drop, keep, missing, delimiter, save_path,
+              plot_path, as_json, quiet, tf32, distributed, comm, **options):
     """Train the network; with no options, the tutorial's experiment.
 
     100 observations of 3 features, 32 hidden units, 1 output, sum of squared errors,
     learning rate 1e-4, 200 epochs, the loss printed every 10 epochs.
 
-    With --data, the inputs and targets come from a file and are standardised with statistics of
-    the training rows (kept in a saved model); the loss defaults to mse there, and 20% of the rows
-    are held out for the validation loss. Ctrl-C stops at the end of the current epoch, prints the
-    loss, writes --save, and exits with code 130.
+    With --data, a table: the task comes from the target (classes or values), text inputs are
+    one-hot, missing cells filled, inputs and targets standardised with statistics of the training
+    rows (all of it kept in a saved model), 20% of the rows held out, and the options not given take
+    defaults made for tables: Adam at 1e-3 in batches of 200, 100 hidden units, the best epoch kept
+    once the validation loss has not improved for 10. Ctrl-C stops at the end of the current epoch,
+    prints the loss, writes --save, and exits with code 130.
     """
     given = explicit_options(ctx, options)
+    table = dict(target=target, task=task, features=features, drop=drop, keep=keep, missing=missing)
     ranks = launch(distributed)
     with failing_together(ranks):
         lead = ranks.rank == 0  # the rank that prints and writes
@@ -232,16 +298,16 @@ def train_cmd(ctx, backend, device, data_path, target, save_path, plot_path, as_
                 check_writable(path, option)
         if plot_path and lead:
             plotting.require()
-        config, data = training_data(data_path, target, given, options, ranks)
+        config, data, notes = training_data(ctx, data_path, delimiter, given, options, table, ranks)
         show = lead and not (quiet or as_json)
         b = use_backend(backend, device_of(ranks, device), quiet=not show, tf32=tf32)
         ranks.bind(b, comm)
         if show and ranks.note:
             click.echo(ranks.note, err=True)
-        if lead and data is not None and not as_json:
-            for note in data.notes:
-                click.echo(f"Warning: {note}", err=True)
-        result = train_reporting(config, b, data, ranks, show)
+        if lead and not as_json:
+            for note in notes:
+                click.echo(note, err=True)
+        result = replace(train_reporting(config, b, data, ranks, show), notes=notes)
         if lead:
             write_outputs(result, save_path, plot_path, as_json)
     if result.interrupted:
@@ -255,10 +321,17 @@ def train_reporting(config, b, data, ranks, show):
     with on_interrupt(stop):
         try:
             return train(config, backend=b, data=data, stop=stop, progress=progress, comm=ranks,
-                         on_log=(lambda *figures: click.echo(format_loss_line(*figures))) if show else None)
+                         on_log=(lambda *figures: log_line(format_loss_line(*figures), progress)) if show else None)
         finally:
             if progress is not None:
                 progress.close()
+
+
+def log_line(line, progress):
+    """A log line on stdout, on a line of its own: a progress bar on the terminal is cleared first."""
+    if progress is not None:
+        progress.clear()
+    click.echo(line)
 
 
 def write_outputs(result, save_path, plot_path, as_json):
@@ -300,21 +373,16 @@ def failing_together(comm):
         comm.abort(1)
 
 
-def training_data(data_path, target, given, options, ranks):
-    """(Config, Dataset or None) from train's options: a file's table, or the synthetic data (None)."""
-    if not data_path:
-        if target:
-            raise click.UsageError("--target needs --data")
-        return split_config(options)[0], None
-    sized = [k for k in ("n", "d_in", "d_out") if k in given]
-    if sized:
-        raise click.UsageError(f"--{sized[0].replace('_', '-')} does not apply with --data: the file sets it")
-    # the sizes come from the table; the loss defaults to the mean, comparable across splits
-    for k in ("n", "d_in", "d_out", "loss"):
-        options.pop(k)
-    config, _ = split_config(options, loss=given.get("loss", "mse"), val_split=0.2)
-    data = read_dataset(data_path, target, config.val_split, config.seed, config.loss == "ce", ranks)
-    return config, data  # the Trainer takes n, d_in and d_out from the data
+def training_data(ctx, data_path, delimiter, given, options, table, ranks):
+    """(Config, Dataset or None, notes) from train's options: a table's (gpunet.table_run), or the synthetic data (None)."""
+    if data_path:
+        return table_run(data_path, given, comm=ranks, delimiter=delimiter, **table)
+    table_given = [k for k, v in table.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT]
+    if table_given or delimiter:
+        raise click.UsageError(f"--{(table_given or ['delimiter'])[0]} needs --data")
+    config = split_config(options)[0]
+    config, note = clip_batch(config, config.n - int(round(config.val_split * config.n)))
+    return config, None, [note] if note else []
 
 
 @contextlib.contextmanager
@@ -351,20 +419,37 @@ class Progress:
         self.bar.update(epoch - self.done)
         self.done = epoch
 
+    def clear(self):
+        """Wipe the bar's line (it is drawn again at the next epoch)."""
+        if self.bar is not None:
+            click.echo("\r\033[K", err=True, nl=False)
+
     def close(self):
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
 
 
 def model_data_options(f):
-    """--model, --data and --target, shared by predict and evaluate."""
+    """--model, --data, --target, --by-position and --delimiter, shared by predict and evaluate."""
+    f = delimiter_option(f)
+    f = click.option("--by-position", is_flag=True, help="Take the inputs by position (the training order), "
+                     "not by name; a file without names (.npy, .npz) always is.")(f)
     f = click.option("--target", default=None, help="The file's target column(s), as train's --target, when its "
-                     "names differ from the model's: the other columns are the inputs.")(f)
+                     "names differ from the model's.")(f)
     f = click.option("--data", "data_path", required=True,
-                     help="A table (a file, folder or glob, as train's --data): columns matched by name, else by "
-                     "position.")(f)
+                     help="A table (a file, folder or glob, as train's --data): the model's input columns are "
+                     "taken by name, prepared as in training; other columns are ignored.")(f)
     return click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
                         help="A model saved by gpunet train --save.")(f)
+
+
+def model_columns(model, data_path, delimiter, with_targets, target, by_position, quiet=False):
+    """(inputs, targets or None, table): the model's columns of the table at `data_path`, its notes on stderr."""
+    table = read_table(data_path, delimiter=delimiter)
+    x, y, notes = inference.columns(model, table, with_targets, target, by_position)
+    for note in [] if quiet else notes:
+        click.echo(note, err=True)
+    return x, y, table
 
 
 @cli.command("predict")
@@ -373,25 +458,30 @@ def model_data_options(f):
               help="Write the predictions here as CSV (atomically)  [default: stdout]")
 @click.option("--proba", is_flag=True, help="A classifier: also one probability column per class, named by the class.")
 @backend_options
-def predict_cmd(model_path, data_path, target, out_path, proba, backend, device):
-    """Predict with a saved model: a regressor's targets in their own units, a classifier's label per row."""
+def predict_cmd(model_path, data_path, target, by_position, delimiter, out_path, proba, backend, device):
+    """Predict with a saved model: a regressor's targets in their own units, a classifier's label per row.
+
+    The columns the model was trained with --keep (an identifier, say) come first in the output.
+    """
     if out_path:
         check_writable(out_path, "--out")
     model = checkpoint.load(model_path)
     if proba and model.classes is None:
         raise click.UsageError("--proba is for classifiers (trained with --loss ce); this model is a regressor")
-    x, _ = predict_mod.columns(model, read_table(data_path), with_targets=False, target=target)
-    y = predict_mod.predict(model, x, use_backend(backend, device))
-    header, cols = predict_mod.prediction_columns(model, y, proba)
+    x, _, table = model_columns(model, data_path, delimiter, False, target, by_position)
+    y = inference.outputs(model, x, use_backend(backend, device))
+    header, cols = inference.prediction_columns(model, y, proba)
+    kept, kept_cols = inference.kept_columns(model, table)
+    header, cols = kept + header, kept_cols + cols
     if out_path is None:
         out = io.BytesIO()
-        predict_mod.write_csv(out, header, cols, model.dtype)
+        inference.write_csv(out, header, cols, model.dtype)
         click.echo(out.getvalue().decode(), nl=False)
         return
 
     def write(tmp):
         with open(tmp, "wb") as f:
-            predict_mod.write_csv(f, header, cols, model.dtype)
+            inference.write_csv(f, header, cols, model.dtype)
 
     atomic_write(out_path, write, suffix=".csv")
 
@@ -400,15 +490,15 @@ def predict_cmd(model_path, data_path, target, out_path, proba, backend, device)
 @model_data_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @backend_options
-def evaluate_cmd(model_path, data_path, target, as_json, backend, device):
+def evaluate_cmd(model_path, data_path, target, by_position, delimiter, as_json, backend, device):
     """Score a saved model on data with known targets.
 
     A regressor: its loss, and MSE and R-squared per target. A classifier: accuracy, log-loss,
     precision, recall and F1 per class, and the confusion matrix.
     """
     model = checkpoint.load(model_path)
-    x, y = predict_mod.columns(model, read_table(data_path), with_targets=True, target=target)
-    s = predict_mod.scores(model, y, predict_mod.predict(model, x, use_backend(backend, device, quiet=as_json)))
+    x, y, _ = model_columns(model, data_path, delimiter, True, target, by_position, quiet=as_json)
+    s = inference.scores(model, y, inference.outputs(model, x, use_backend(backend, device, quiet=as_json)))
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
@@ -421,6 +511,16 @@ def evaluate_cmd(model_path, data_path, target, as_json, backend, device):
         click.echo(f"Warning: {s['unknown_labels']} rows have a label the model does not know; they count as "
                    "misclassified", err=True)
     click.echo(class_report(s))
+
+
+@cli.command("info")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info_cmd(model_path, as_json):
+    """What a model file holds: layers, activation, task, classes, input columns and their preparation,
+    training settings, final figures, format version."""
+    d = checkpoint.describe(model_path)
+    click.echo(json.dumps(d, indent=2) if as_json else model_report(d))
 
 
 def explicit_options(ctx, options):
@@ -440,7 +540,7 @@ def split_list(value):
 @click.option("--device", default=None, show_default=DEVICE_DEFAULT, type=int, help="CUDA device index.")
 @click.option("--reference", is_flag=True, help="Also compare each backend with a float64 NumPy run.")
 @tf32_option
-@distributed_options
+@distributed_options("check")
 @click.pass_context
 def check_cmd(ctx, workload, backends, device, reference, tf32, distributed, comm, **options):
     """Train one configuration on several backends from the same start and compare them.
@@ -563,7 +663,7 @@ def stderr_progress():
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1), help="Timed rounds per workload and backend.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write every figure to this JSON file.")
 @tf32_option
-@distributed_options
+@distributed_options("bench")
 @click.pass_context
 def bench_cmd(ctx, workloads, backend_list, device, repeats, json_path, tf32, distributed, comm, **options):
     """Measure training throughput per workload and backend.

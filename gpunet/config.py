@@ -43,6 +43,7 @@ class Config:
     activation: str = "relu"
     weight_decay: float = 0.0  # L in the penalty L / 2 * sum(w^2) over the weights (not the biases)
     early_stop: int | None = None  # stop after this many log points without a better validation loss
+    defaults: str = "tutorial"  # which defaults the options not given took: "tutorial" or "table" (TABLE_DEFAULTS)
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
@@ -82,6 +83,26 @@ class Config:
             raise ConfigError(f"--weight-decay must be a finite number of at least 0, got {self.weight_decay!r}")
         if self.early_stop is not None:
             _positive_int(self, "early_stop")
+        if self.defaults not in ("tutorial", "table"):
+            raise ConfigError(f"defaults must be 'tutorial' or 'table', got {self.defaults!r}")
+
+
+# A table's defaults (scikit-learn's MLP's, measured in bench/table_bench.py): Adam at 1e-3 in batches of
+# min(200, rows), a small L2 penalty, 100 hidden units, He (ReLU) or Glorot (tanh, sigmoid) start, and the
+# validation loss looked at every epoch, the best epoch kept after 10 without improvement.
+TABLE_DEFAULTS = dict(hidden=(100,), epochs=200, lr=1e-3, optimizer="adam", batch_size=200, weight_decay=1e-4,
+                      log_every=1, val_split=0.2, early_stop=10)
+
+
+def table_config(given, classify):
+    """The Config of a run on a table: the options `given`, the others from TABLE_DEFAULTS (the loss by the
+    task: ce for classes, mse for values; early stopping only with validation rows)."""
+    d = {**TABLE_DEFAULTS, "loss": "ce" if classify else "mse", "defaults": "table"}
+    d["init"] = "he" if given.get("activation", "relu") == "relu" else "glorot"
+    merged = {**d, **given}
+    if not merged["val_split"] and "early_stop" not in given:
+        merged["early_stop"] = None
+    return Config(**merged)
 
 
 def _positive_int(config, name):

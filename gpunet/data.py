@@ -8,7 +8,8 @@ import numpy as np
 
 from gpunet.comm import shard_range
 from gpunet.errors import ConfigError, DataError
-from gpunet.tabular import Scaler, column_indices, count_rows, read_table, split_columns
+from gpunet.prepare import MISSING_MODES, Preparation
+from gpunet.tabular import Scaler, column_indices, count_rows, read_table
 
 # The tutorial's rule: y = 0.2 * x1 - 1.3 * x2 - 0.5 * x3 + N(0, 1) noise.
 TUTORIAL_COEF = (0.2, -1.3, -0.5)
@@ -52,9 +53,11 @@ class Dataset:
         x_val, y_val: validation rows, or None.
         x_scaler, y_scaler: the standardisation applied, fitted on the training rows.
         input_names, target_names: column names.
-        notes: one-line remarks for the user (e.g. a constant input column left unscaled).
+        notes: lines for the user, each starting "Warning: " or "Note: " (a constant input column left
+            unscaled, missing cells filled, ...).
         classes: for classification, the sorted class labels (y holds one-hot rows over them, a row
             of zeros for a validation label not among them); None for regression.
+        prep: how a table's columns became x (gpunet.prepare), or None for the synthetic data.
         first, n_train, n_val, sharded: for one rank's share of data-parallel training (sharded), the
             index of x[0] among all ranks' training rows, and the training and validation rows of all
             ranks (by default those of this Dataset).
@@ -74,6 +77,7 @@ class Dataset:
     n_train: int | None = None
     n_val: int | None = None
     sharded: bool = False
+    prep: Preparation | None = None
 
     def astype(self, dtype):
         """This Dataset with its arrays in `dtype` (the same object when they are already)."""
@@ -194,76 +198,194 @@ class Part:
     def count(self, k):
         return k if self.comm is None or self.comm.size == 1 else int(self.comm.sum([k])[0])
 
+    def of_kept(self, kept):
+        """The Part of the `kept` rows of this rank's share, among every rank's kept rows."""
+        if self.comm is None or self.comm.size == 1:
+            return Part(0, kept, self.comm)
+        counts = self.comm.allgather(kept)
+        return Part(sum(counts[: self.comm.rank]), sum(counts), self.comm)
 
-def table_dataset(table, target=None, val_split=0.2, seed=None, classify=False, part=None):
-    """Split a Table into inputs and targets, hold out validation rows, and standardise from the training rows.
 
-    With `classify`, the target is one column of class labels (numbers or text): the classes are the
-    sorted distinct labels of the training rows, and y holds one-hot rows over them. With `part` (a
-    Part), the table is one rank's share of all rows, read with gpunet.tabular.read_table(path, rows=...):
-    the validation rows are those one process would draw, and the statistics and classes are every
-    rank's.
+def table_dataset(table, target=None, val_split=0.2, seed=None, classify=False, part=None, select=None):
+    """Split a Table into inputs and targets, hold out validation rows, prepare the inputs (missing cells
+    filled, text one-hot; gpunet.prepare) and standardise from the training rows.
+
+    Rows whose target is missing are dropped (a note says how many). With `classify`, the target is one
+    column of class labels (numbers or text): the classes are the sorted distinct labels of the training
+    rows, and y holds one-hot rows over them. With `part` (a Part), the table is one rank's share of all
+    rows, read with gpunet.tabular.read_table(path, rows=...): the validation rows are those one process
+    would draw, and the statistics, categories and classes are every rank's. `select` (a Select) picks the
+    input columns and says what to do with missing cells.
 
     Raises:
-        DataError: a target column is missing or constant; for classification, more than one target
-            column, a missing label, or a single class.
+        DataError: a target column is missing or constant; an input column has no value; for
+            classification, more than one target column, or a single class.
     """
-    part = part or Part(0, table.rows)
-    train, val, first, n_val = part.split(table.rows, val_split, seed)
-    if classify:
-        data = _class_dataset(table, target, train, val, part)
-    else:
-        data = _value_dataset(table, target, train, val, part)
+    part, select = part or Part(0, table.rows), select or Select()
+    t = target_columns(table, target)
+    if classify and len(t) != 1:
+        raise DataError(f"{table.path}: a classifier takes one target column of class labels; --target names {len(t)}")
+    inputs = select.inputs(table, t)
+    kept, notes = _rows_with_targets(table, t, part)
+    part = part.of_kept(len(kept))
+    train, val, first, n_val = part.split(len(kept), val_split, seed)
+    prep, warnings = Preparation.fit(table, inputs, kept[train], part.comm, select.missing,
+                                     [table.names[i] for i in select.kept(table)])
+    x, filled, unseen = prep.transform(table, inputs, kept)
+    notes += warnings + _fill_notes(table.path, filled, unseen, part)
+    x_scaler = part.fit(x[train])
+    x, constant = _standardised_inputs(table, x, x_scaler, prep.features)
+    targets = _classes if classify else _values
+    y, y_scaler, classes, more = targets(table, t, kept, (train, val), part)
+    data = Dataset(*_split(x, y, (train, val)), x_scaler, y_scaler, prep.names, [table.names[j] for j in t],
+                   notes + constant + more, classes, prep=prep)
     if part.comm is None or part.comm.size == 1:
         return data
     return replace(data, first=first, n_train=part.total - n_val, n_val=n_val, sharded=True)
 
 
-def _value_dataset(table, target, train, val, part):
-    """table_dataset for regression targets."""
-    x, y, input_names, target_names = split_columns(table, target)
-    x_scaler, y_scaler = part.fit(x[train]), part.fit(y[train])
+def target_columns(table, target=None):
+    """The indices of the `target` columns (names or indices; default: the last column)."""
+    return column_indices(table, target, "--target") if target else [len(table.names) - 1]
+
+
+@dataclass
+class Select:
+    """Which columns of a table are inputs, and what is done with missing cells.
+
+    Attributes:
+        features: the input columns (names or indices; a comma-separated string or a list); None: every
+            column but the targets, `drop` and `keep`.
+        drop: columns left out.
+        keep: columns left out of the inputs and carried into predict's output (an identifier, say).
+        missing: "fill" (numbers: the training rows' mean; text: a category of its own) or "error".
+    """
+
+    features: object = None
+    drop: object = ()
+    keep: object = ()
+    missing: str = "fill"
+
+    def __post_init__(self):
+        if self.missing not in MISSING_MODES:
+            raise ConfigError(f"unknown --missing {self.missing!r}: choose one of {', '.join(MISSING_MODES)}")
+
+    def kept(self, table):
+        return column_indices(table, self.keep, "--keep") if self.keep else []
+
+    def inputs(self, table, targets):
+        """The input columns' indices, in the table's order (or --features' order)."""
+        out = set(targets) | set(self.kept(table)) | set(column_indices(table, self.drop, "--drop") if self.drop else [])
+        if self.features:
+            chosen = column_indices(table, self.features, "--features")
+            clash = [table.names[i] for i in chosen if i in out]
+            if clash:
+                raise DataError(f"{table.path}: --features names {clash[0]!r}, which is a target, dropped or kept")
+        else:
+            chosen = [i for i in range(len(table.names)) if i not in out]
+        if not chosen:
+            raise DataError(f"{table.path}: no input column is left; at least one is needed")
+        return chosen
+
+
+def _rows_with_targets(table, t, part):
+    """(indices of the rows whose targets are all present, notes): rows with a missing target are dropped."""
+    missing = np.zeros(table.rows, bool)
+    for j in t:
+        missing |= missing_cells(table.columns[j])
+    dropped = part.count(int(np.count_nonzero(missing)))
+    names = ", ".join(table.names[j] for j in t)
+    notes = [f"Note: {table.path}: dropped {dropped} rows whose target ({names}) is missing"] if dropped else []
+    return np.flatnonzero(~missing), notes
+
+
+def missing_cells(col):
+    """Where a column's cells are missing: NaN numbers, empty or blank text."""
+    if col.dtype.kind == "f":
+        return np.isnan(col)
+    if col.dtype.kind in "iu":
+        return np.zeros(len(col), bool)
+    return np.char.strip(col.astype(str)) == ""
+
+
+def _fill_notes(path, filled, unseen, part):
+    """One line for the missing cells filled, one for the categories not seen in training (counted over the ranks)."""
+    notes = []
+    for counts, say in ((filled, "Note: {path}: filled {n} missing cells ({each}) with the training rows' mean, or for text a "
+                         "category of their own; --missing error refuses them"),
+                        (unseen, "Warning: {path}: {n} cells hold a category not seen in training ({each}); they are all zeros")):
+        names = sorted({k for share in (part.comm.allgather(list(counts)) if _ranks(part) else [list(counts)])
+                        for k in share})
+        if not names:
+            continue
+        n = part.comm.sum([counts.get(k, 0) for k in names]) if _ranks(part) else [counts[k] for k in names]
+        each = ", ".join(f"{k}: {int(c)}" for k, c in zip(names, n))
+        notes.append(say.format(path=path, n=int(sum(n)), each=each))
+    return notes
+
+
+def _ranks(part):
+    return part.comm is not None and part.comm.size > 1
+
+
+def _values(table, t, kept, split, part):
+    """(standardised targets, their Scaler, None, notes) for regression on the `kept` rows."""
+    y = target_values(table, t, kept)
+    y_scaler = part.fit(y[split[0]])
     flat = y_scaler.constant()
     if flat.size:
-        raise DataError(f"{table.path}: target column {target_names[flat[0]]!r} is constant on the training rows; "
+        raise DataError(f"{table.path}: target column {table.names[t[flat[0]]]!r} is constant on the training rows; "
                         "there is nothing to learn")
-    x, notes = _standardised_inputs(table, x, input_names, x_scaler)
-    return Dataset(*_split(x, y_scaler.transform(y), (train, val)), x_scaler, y_scaler, input_names, target_names,
-                   notes)
+    return y_scaler.transform(y), y_scaler, None, []
 
 
-def _standardised_inputs(table, x, names, scaler):
-    """(x standardised by `scaler`, notes on the constant columns left unscaled)."""
-    notes = [f"{table.path}: input column {names[c]!r} is constant on the training rows; left unscaled"
-             for c in scaler.keep_constant_unscaled()]
-    return scaler.transform(x), notes
+def target_values(table, t, rows):
+    """The target columns at `t` for `rows` as float64 (rows, len(t)); a DataError naming a cell that is not a finite number."""
+    y = np.empty((len(rows), len(t)))
+    for k, j in enumerate(t):
+        col = table.columns[j]
+        if col.dtype.kind not in "iuf":
+            table.numeric([j])  # names the text
+        y[:, k] = col[rows]
+        bad = ~np.isfinite(y[:, k])
+        if bad.any():
+            row = rows[int(np.argmax(bad))]
+            raise DataError(f"{table._where(row)}, column {j + 1} ({table.names[j]}) is not finite: {col[row]}")
+    return y
 
 
-def _class_dataset(table, target, train, val, part):
-    """table_dataset for class labels."""
-    t = column_indices(table, target) if target else [len(table.names) - 1]
-    if len(t) != 1:
-        raise DataError(f"{table.path}: --loss ce takes one target column of class labels; --target names {len(t)}")
-    inputs = [i for i in range(len(table.names)) if i != t[0]]
-    if not inputs:
-        raise DataError(f"{table.path}: every column is a target; at least one input column is needed")
-    labels, x = table.labels(t[0]), table.numeric(inputs)
-    if labels.dtype.kind == "O":
-        labels = labels.astype(str)
-    name, input_names = table.names[t[0]], [table.names[i] for i in inputs]
+def _standardised_inputs(table, x, scaler, names):
+    """(x standardised by `scaler`, a note on the constant inputs left unscaled)."""
+    constant = scaler.keep_constant_unscaled()
+    if not constant.size:
+        return scaler.transform(x), []
+    listed = ", ".join(repr(names[c]) for c in constant[:5]) + (", ..." if len(constant) > 5 else "")
+    what = f"input column {listed} is" if len(constant) == 1 else f"{len(constant)} input columns ({listed}) are"
+    return scaler.transform(x), [f"Warning: {table.path}: {what} constant on the training rows; left unscaled"]
+
+
+def class_labels(col):
+    """A label column as it is, text as str, whole floats (integers with missing cells) as int64."""
+    if col.dtype.kind == "O":
+        return col.astype(str)
+    if col.dtype.kind == "f" and np.all(col[np.isfinite(col)] == np.round(col[np.isfinite(col)])):
+        return col.astype(np.int64)
+    return col
+
+
+def _classes(table, t, kept, split, part):
+    """(one-hot rows, identity Scaler, classes, notes) for the class labels in column t[0] of the `kept` rows."""
+    labels = class_labels(table.columns[t[0]][kept])
+    train, val = split
     classes = part.classes(labels[train])
     if len(classes) < 2:
-        raise DataError(f"{table.path}: target column {name!r} has one class ({classes[0]!r}) on the training rows; "
-                        "a classifier needs two or more")
+        raise DataError(f"{table.path}: target column {table.names[t[0]]!r} has one class ({classes[0]}) on the "
+                        "training rows; a classifier needs two or more")
     y, _ = one_hot(labels, classes)
     unknown = part.count(len(val) - int(y[val].sum()))
-    x_scaler = part.fit(x[train])
-    x, notes = _standardised_inputs(table, x, input_names, x_scaler)
-    if unknown:
-        notes.append(f"{table.path}: {unknown} validation rows have a label not among the training rows' classes; "
-                     "they count as misclassified")
-    return Dataset(*_split(x, y, (train, val)), x_scaler, Scaler.identity(len(classes)), input_names,
-                   [name], notes, classes)
+    notes = [f"Warning: {table.path}: {unknown} validation rows have a label not among the training rows' classes; "
+             "they count as misclassified"] if unknown else []
+    return y, Scaler.identity(len(classes)), classes, notes
 
 
 def read_dataset(path, target=None, val_split=0.2, seed=None, classify=False, comm=None):

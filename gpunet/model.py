@@ -18,7 +18,7 @@ from gpunet.calls import Calls
 from gpunet.errors import ConfigError
 from gpunet.losses import output_loss
 
-INITS = ("normal", "he")
+INITS = ("normal", "he", "glorot")
 
 
 class Layout:
@@ -47,15 +47,19 @@ def init_params(sizes, rng, init="normal"):
     """Initial flat parameters in float64, drawn from `rng` on the host.
 
     `normal` is the tutorial's: w ~ N(0, 1), b = 0. `he` scales w by sqrt(2 / fan_in),
-    which keeps activations in range for wide or deep networks.
+    which keeps activations in range for wide or deep networks. `glorot` draws w uniformly within
+    +-sqrt(6 / (fan_in + fan_out)), the start for tanh and sigmoid.
     """
     if init not in INITS:
         raise ConfigError(f"unknown --init {init!r}: choose one of {', '.join(INITS)}")
     layout = Layout(sizes)
     flat = np.zeros(layout.size)
     for w, _ in layout.unpack(flat):
-        scale = 1.0 if init == "normal" else np.sqrt(2.0 / w.shape[0])
-        w[...] = rng.standard_normal(w.shape) * scale
+        if init == "glorot":
+            bound = np.sqrt(6.0 / sum(w.shape))
+            w[...] = rng.uniform(-bound, bound, w.shape)
+        else:
+            w[...] = rng.standard_normal(w.shape) * (1.0 if init == "normal" else np.sqrt(2.0 / w.shape[0]))
     return flat
 
 

@@ -18,6 +18,8 @@ from gpunet.errors import DataError
 FORMATS = (".csv", ".parquet", ".feather", ".arrow")
 BLOCK = 4 << 20  # bytes of a CSV parsed at a time: bounds the parser's memory
 NO_ROWS = 2**31 - 1  # skip_rows_after_names that reads a CSV's header alone
+# what a CSV writes for a missing cell (R's NA, spreadsheets' #N/A, databases' NULL); 'nan' and 'inf' stay values
+MISSING = ["", "NA", "N/A", "n/a", "#N/A", "NULL", "null"]
 
 
 def expand(path):
@@ -38,13 +40,13 @@ def expand(path):
     return [path]
 
 
-def count_rows(files):
+def count_rows(files, delimiter=None):
     """The number of data rows of `files` as one table: Parquet from its metadata, Feather / Arrow batch by
     batch, a CSV parsed block by block without converting its cells."""
-    return sum(n for f in files for _, n, _ in _pieces(f, skip=math.inf))
+    return sum(n for f in files for _, n, _ in _pieces(f, skip=math.inf, delimiter=delimiter))
 
 
-def read_columns(files, rows=None):
+def read_columns(files, rows=None, delimiter=None):
     """(names, columns, empty, starts) of `files` read as one table, in their order.
 
     `columns` holds one 1-D array per column: int64, float64 (empty cells as NaN) or an object array of
@@ -53,8 +55,8 @@ def read_columns(files, rows=None):
     empty cell; `starts` is each file's first row. Each piece of a file (a CSV block, a Parquet
     column of a row group) becomes NumPy as it is read, so the peak is the columns plus one piece.
 
-    With `rows=(lo, hi)` only the table's rows lo..hi-1 are kept, and the types are decided from them:
-    the pieces before lo are only counted (a Parquet row group from its metadata, a CSV block parsed
+    With `rows=(lo, hi)` only the table's rows lo..hi-1 are kept, and the types are decided from them.
+    `delimiter` is a CSV's cell separator (default ","). The pieces before lo are only counted (a Parquet row group from its metadata, a CSV block parsed
     without converting its cells), reading stops at hi, and `starts` holds the files read, counted
     from lo (the first may be negative).
 
@@ -67,7 +69,7 @@ def read_columns(files, rows=None):
         if at >= hi:
             break
         starts.append(at - lo)
-        for piece_names, n, column in _pieces(f, skip=lo - at):
+        for piece_names, n, column in _pieces(f, skip=lo - at, delimiter=delimiter):
             if names is None:
                 names, chunks = piece_names, [[] for _ in piece_names]
             elif piece_names != names and sorted(piece_names) != sorted(names):
@@ -92,15 +94,36 @@ def read_columns(files, rows=None):
     return names, columns, empty, starts
 
 
+def from_arrow(data, path):
+    """A Table of an Arrow table or a pandas DataFrame (through pyarrow), its columns as read_columns makes them."""
+    from gpunet.tabular import Table
+
+    try:
+        table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise DataError(f"{path}: cannot be read as a table ({e})") from None
+    names = _checked(path, [str(n) for n in table.column_names])
+    columns, empty = [], {}
+    for j, name in enumerate(names):
+        col = table.column(j)
+        if col.null_count:
+            empty[j] = pc.index(pc.is_null(col), True).as_py()
+        columns.append(_to_numpy(path, j, name, col))
+    if not table.num_rows:
+        raise DataError(f"{path}: no data rows")
+    return Table(names, columns, path, empty)
+
+
 def _to_numpy(path, j, name, col):
-    """An Arrow column as int64, float64 or an object array of str, its empty cells as 0, NaN or "".
+    """An Arrow column as int64, float64 or an object array of str, its missing cells as NaN or "" (an integer
+    column with missing cells becomes float64).
 
     Not through Arrow's own to_numpy, which imports pandas where it is installed (0.4 s here).
     """
     t = col.type
-    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+    if (pa.types.is_integer(t) or pa.types.is_boolean(t)) and not col.null_count:
         to, dtype, fill = pa.int64(), np.int64, 0
-    elif pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
+    elif pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
         to, dtype, fill = pa.float64(), np.float64, np.nan
     else:
         to, dtype, fill = pa.string(), object, ""
@@ -129,7 +152,7 @@ def row_number(path, row):
     return next(itertools.islice(rows, row + 1, None))[0]
 
 
-def _pieces(path, skip=0):
+def _pieces(path, skip=0, delimiter=None):
     """(names, rows, column) for each run of consecutive rows of a file: CSV blocks, Parquet row groups,
     Arrow record batches.
 
@@ -141,7 +164,7 @@ def _pieces(path, skip=0):
         raise DataError(f"{path}: unknown file type {ext or '(none)'}: use one of {', '.join(FORMATS + ('.npy', '.npz'))}")
     try:
         if ext == ".csv":
-            yield from _csv_blocks(path, skip)
+            yield from _csv_blocks(path, skip, delimiter)
         elif ext == ".parquet":
             f = pq.ParquetFile(path)
             raw, at = f.schema_arrow.names, 0
@@ -174,17 +197,17 @@ def _ipc_batches(path):
         return [feather.read_table(path)]
 
 
-def _csv_blocks(path, skip=0):
+def _csv_blocks(path, skip=0, delimiter=None):
     """(names, rows, column) for each block of a CSV (see _csv_framed); column is None for a block wholly
     within the first `skip` rows, which is parsed only to count its rows.
 
-    Only an empty cell is null, so that 'nan' and 'inf' stay values. A refused block gets a second,
+    The cells in MISSING are null; 'nan' and 'inf' stay values. A refused block gets a second,
     slower look at the whole file for the row at fault.
     """
     names, types, at = None, {}, 0
     for block in _csv_framed(path):
         read = pacsv.ReadOptions(column_names=names)
-        parse = pacsv.ParseOptions(newlines_in_values=b'"' in block)
+        parse = pacsv.ParseOptions(delimiter=delimiter or ",", newlines_in_values=b'"' in block)
         if at < skip:  # count the block's rows, converting one column to text only
             header = names or _csv_parse(path, block, pacsv.ReadOptions(skip_rows_after_names=NO_ROWS), parse).column_names
             checked = _checked(path, header, "row 1 (the header): ")
@@ -195,17 +218,27 @@ def _csv_blocks(path, skip=0):
                 yield checked, n, None
                 continue
         while True:
-            convert = pacsv.ConvertOptions(null_values=[""], true_values=[], false_values=[], column_types=types)
+            convert = pacsv.ConvertOptions(null_values=MISSING, strings_can_be_null=True, true_values=[],
+                                           false_values=[], column_types=types)
             table = _csv_parse(path, block, read, parse, convert)
             # dates and times stay the text they were written as
             odd = {n: pa.string() for n, t in zip(table.column_names, table.schema.types) if pa.types.is_temporal(t)}
             if not odd:
                 break
             types.update(odd)
-        names, at = names or table.column_names, at + table.num_rows
+        names, at = names or _one_column_hint(path, table.column_names, delimiter), at + table.num_rows
         yield _checked(path, names, "row 1 (the header): "), table.num_rows, table.column
     if names is None:
         raise _csv_fault(path, "no header")
+
+
+def _one_column_hint(path, names, delimiter):
+    """`names`; a DataError when a CSV read as one column has a header that holds another separator."""
+    other = next((sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]), None)
+    if other and delimiter is None:
+        shown = "'\\t'" if other == "\t" else repr(other)
+        raise DataError(f"{path}: read as one column, but its header holds {shown}: give --delimiter {shown}")
+    return names
 
 
 def _csv_framed(path):

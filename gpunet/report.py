@@ -14,7 +14,8 @@ def format_loss_line(epoch, loss, val_loss=None, accuracy=None, val_accuracy=Non
 def summary_line(result):
     """The line after training: where, how fast, the final loss, and the epoch early stopping kept."""
     c = result.config
-    line = (f"Trained on {result.backend} ({result.device}), {c.dtype}, seed {c.seed}: "
+    defaults = ", table defaults" if c.defaults == "table" else ""
+    line = (f"Trained on {result.backend} ({result.device}), {c.dtype}, seed {c.seed}{defaults}: "
             f"{result.epochs_run} epochs in {format_seconds(result.train_seconds)} "
             f"({format_seconds(result.seconds_per_epoch)} per epoch), final loss {result.final_loss:.7g}")
     if result.best_epoch is not None:
@@ -22,6 +23,32 @@ def summary_line(result):
         line += (f"; {why}kept epoch {result.best_epoch} (loss {result.best_loss:.7g}, validation loss "
                  f"{result.best_val_loss:.7g})")
     return line
+
+
+def model_report(d):
+    """What a model file holds (gpunet.checkpoint.describe) as text."""
+    classes = f", {len(d['classes'])} classes: {', '.join(map(str, d['classes']))}" if d["classes"] else ""
+    lines = [f"{d['file']}: gpunet model format {d['format']} (gpunet {d['gpunet_version']})",
+             f"layers {'-'.join(map(str, d['layers']))}, {d['activation']}, {d['loss']} loss, {d['task']}{classes}",
+             f"targets: {', '.join(d['targets'])}"]
+    rows = [(col["name"], col["kind"], _preparation(col)) for col in d["inputs"]]
+    lines.append(format_rows(("input column", "kind", "preparation"), rows))
+    if d["keep"]:
+        lines.append(f"kept for predict's output: {', '.join(d['keep'])}")
+    lines.append("training: " + ", ".join(f"{k} {v}" for k, v in d["training"].items() if v is not None))
+    if d["metrics"]:
+        lines.append("final: " + ", ".join(f"{k} {v:.7g}" if isinstance(v, float) else f"{k} {v}"
+                                           for k, v in d["metrics"].items()))
+    return "\n".join(lines)
+
+
+def _preparation(col):
+    """One input column's preparation in a few words."""
+    if col["kind"] == "number":
+        return "missing cells refused" if col["fill"] is None else f"missing cells filled with {col['fill']:.7g}"
+    cats = [c if c else "(missing)" for c in col["categories"]]
+    shown = ", ".join(cats[:8]) + (f", ... ({len(cats)} in all)" if len(cats) > 8 else "")
+    return f"one-hot over {shown}"
 
 
 def format_seconds(s):

@@ -34,6 +34,7 @@ class Table:
         path: what was read (a file, a folder or a glob).
         empty: for a numeric column with empty cells, its index -> the first such row.
         files: (file, its first row) for each file of the table, in order; empty for one file at `path`.
+        named: whether the names are the file's own (False for an array's c0, c1, ...).
     """
 
     names: list
@@ -41,6 +42,7 @@ class Table:
     path: str = ""
     empty: dict = field(default_factory=dict, repr=False)
     files: list = field(default_factory=list, repr=False)
+    named: bool = True
 
     @property
     def rows(self):
@@ -128,7 +130,7 @@ def _cell_fault(cell):
     return None if math.isfinite(v) else f"is not finite: {cell.strip()}"
 
 
-def read_table(path, rows=None):
+def read_table(path, rows=None, delimiter=None):
     """Read a table: a CSV (header row), Parquet, Feather / Arrow file, a folder or glob of them, or a .npy / .npz.
 
     A folder's data files (not those whose names start with '.' or '_') or a glob's matches are read in
@@ -143,6 +145,7 @@ def read_table(path, rows=None):
             and an .npy is memory-mapped. A column's type is decided from these rows alone: a column
             with text elsewhere in the table is numeric here if these rows hold numbers only. Bad cells
             are still named by their file and its row (a CSV's line).
+        delimiter: a CSV's cell separator (default ",").
 
     Returns:
         A Table; with `rows`, of hi - lo rows.
@@ -158,7 +161,7 @@ def read_table(path, rows=None):
     if _numpy_file(files):
         table = _read_numpy(files[0], rows)
     else:
-        names, columns, empty, starts = _readers().read_columns(files, rows)
+        names, columns, empty, starts = _readers().read_columns(files, rows, delimiter)
         table = Table(names, columns, path, empty, list(zip(files, starts)) if len(files) > 1 or lo else [])
     if rows and table.rows < rows[1] - lo:
         raise DataError(f"{path}: has fewer than the {rows[1]} data rows that rows={tuple(rows)} reads; "
@@ -170,7 +173,24 @@ def read_table(path, rows=None):
     return table
 
 
-def count_rows(path):
+def as_table(data):
+    """A Table of `data`: a Table as it is, a path (read_table), a pandas DataFrame (its column names),
+    or a 2-D NumPy array (columns c0, c1, ..., matched by position)."""
+    if isinstance(data, Table):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return read_table(os.fspath(data))
+    if hasattr(data, "columns") and hasattr(data, "dtypes"):  # a DataFrame, without importing pandas
+        return _readers().from_arrow(data, "the DataFrame")
+    array = np.asarray(data)
+    if array.ndim != 2:
+        raise DataError(f"an array of {array.ndim} dimensions; gpunet takes 2-D data (rows x columns)")
+    columns = [c.astype(np.int64) if c.dtype.kind in "iub" else c.astype(np.float64) if c.dtype.kind == "f"
+               else c.astype(str).astype(object) for c in array.T]
+    return Table([f"c{i}" for i in range(array.shape[1])], columns, "the array", named=False)
+
+
+def count_rows(path, delimiter=None):
     """The number of data rows of a table, without reading its cells where the format allows.
 
     Args:
@@ -186,7 +206,7 @@ def count_rows(path):
         DataError: a file that cannot be read.
     """
     files = _files(path)
-    return len(_numpy_array(files[0])) if _numpy_file(files) else _readers().count_rows(files)
+    return len(_numpy_array(files[0])) if _numpy_file(files) else _readers().count_rows(files, delimiter)
 
 
 def _files(path):
@@ -213,7 +233,8 @@ def _read_numpy(path, rows=None):
     array = _numpy_array(path, "r" if rows else None)
     lo, hi = rows or (0, len(array))
     values = np.array(array[lo:hi], dtype=np.float64) if rows else array.astype(np.float64, copy=False)
-    return Table([f"c{i}" for i in range(values.shape[1])], list(values.T), path, files=[(path, -lo)] if lo else [])
+    return Table([f"c{i}" for i in range(values.shape[1])], list(values.T), path, files=[(path, -lo)] if lo else [],
+                 named=False)
 
 
 def _numpy_array(path, mmap_mode="r"):
@@ -239,30 +260,35 @@ def _numpy_array(path, mmap_mode="r"):
     return array
 
 
-def column_indices(table, spec):
-    """Column indices for a comma-separated list of names or 0-based indices (negative from the end)."""
+def column_indices(table, spec, option="--target"):
+    """Column indices for names or 0-based indices (negative from the end): a comma-separated string or a list.
+
+    Raises:
+        DataError: naming `option` and the column that is not there, or one named twice.
+    """
+    tokens = spec.split(",") if isinstance(spec, str) else list(spec)
     out = []
-    for token in (t.strip() for t in spec.split(",")):
+    for token in (t.strip() if isinstance(t, str) else t for t in tokens):
         if token in table.names:
             out.append(table.names.index(token))
             continue
         try:
             i = int(token)
         except ValueError:
-            raise DataError(
-                f"{table.path}: no column {token!r}; the columns are {', '.join(table.names)}"
-            ) from None
+            raise DataError(f"{table.path}: {option} names no column {token!r}; the columns are "
+                            f"{', '.join(table.names)}") from None
         if not -len(table.names) <= i < len(table.names):
-            raise DataError(f"{table.path}: column index {i} is out of range: there are {len(table.names)} columns")
+            raise DataError(f"{table.path}: {option} column index {i} is out of range: there are "
+                            f"{len(table.names)} columns")
         out.append(i % len(table.names))
     if len(set(out)) < len(out):
-        raise DataError(f"{table.path}: --target names a column twice")
+        raise DataError(f"{table.path}: {option} names a column twice")
     return out
 
 
 def split_columns(table, target=None):
     """(x, y, input names, target names): `target` columns (default: the last) are y, the rest x."""
-    t = column_indices(table, target) if target else [len(table.names) - 1]
+    t = column_indices(table, target, "--target") if target else [len(table.names) - 1]
     inputs = [i for i in range(len(table.names)) if i not in t]
     if not inputs:
         raise DataError(f"{table.path}: every column is a target; at least one input column is needed")

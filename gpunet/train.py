@@ -9,15 +9,16 @@ import numpy as np
 from gpunet import __version__
 from gpunet import backend as backends
 from gpunet.checkpoint import SavedModel
-from gpunet.config import Config
+from gpunet.config import Config, table_config
 from gpunet.batches import RowPlan
 from gpunet.comm import Single, device_of, launch
-from gpunet.data import check_random_state, shard, synthetic_dataset
+from gpunet.data import Dataset, check_random_state, shard, synthetic_dataset
 from gpunet.errors import ConfigError, DeviceMemoryError
 from gpunet.losses import loss_factor
 from gpunet.model import Layout, Network, init_params
 from gpunet.monitor import EarlyStopping, Monitor
 from gpunet.optim import make_optimizer
+from gpunet.table_run import TABLE_KEYS, clip_batch, table_run
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Result:
         best_epoch, best_val_loss, best_loss: with early stopping, the log point whose parameters were
             kept, its validation loss and its training loss.
         model: a SavedModel to save or predict with.
+        notes: what was decided or done for a table (its task, missing cells filled, ...), a line each.
     """
 
     config: Config
@@ -63,6 +65,7 @@ class Result:
     ranks: int = 1
     communicator: str = "none"
     best_loss: float | None = None
+    notes: list = field(default_factory=list)
 
     @property
     def params(self):
@@ -100,6 +103,8 @@ class Result:
             out["ranks"], out["communicator"] = self.ranks, self.communicator
         if self.interrupted:
             out["interrupted"] = True
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
 
@@ -117,14 +122,14 @@ def initial_draws(config, data=None):
 
 
 def sized_for(config, data):
-    """`config` with n, d_in and d_out taken from `data` (n: its training and validation rows, all ranks')."""
+    """`config` with n, d_in and d_out taken from `data` (n: its training and validation rows, all ranks'), and
+    a batch larger than the training rows clipped to them (gpunet.table_run.clip_batch)."""
+    config, _ = clip_batch(config, data.n_train)
     return replace(config, n=data.n_train + data.n_val, d_in=data.x.shape[1], d_out=data.y.shape[1])
 
 
 def _check_fit(config, data, comm):
     """Raise ConfigError when `config` cannot train on `data` (this rank's share of it)."""
-    if config.batch_size is not None and config.batch_size > data.n_train:
-        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {data.n_train} training rows")
     if config.loss == "ce" and data.classes is None:
         raise ConfigError("--loss ce needs class labels: give --loss ce when the data are read")
     if config.early_stop is not None and not data.n_val:
@@ -371,12 +376,14 @@ class Trainer:
     def _result(self, config, points, loss, seconds, t, interrupted, keeper, copy_params):
         b, data = self.backend, self.data
         flat = b.to_numpy(self.net.params).copy() if copy_params else None
-        model = None if flat is None else SavedModel(
-            config.sizes, flat, data.x_scaler, data.y_scaler, data.input_names, data.target_names, asdict(config),
-            __version__, data.classes)
         series = {key: [(p.epoch, getattr(p, key)) for p in points if getattr(p, key) is not None]
                   for key in ("loss", "val_loss", "accuracy", "val_accuracy")}
         kept = {} if keeper is None else {k: getattr(keeper, k) for k in ("best_epoch", "best_loss", "best_val_loss")}
+        metrics = {"epochs_run": t, "final_loss": loss, **{f"last_{k}": v[-1][1] for k, v in series.items() if v},
+                   **{k: v for k, v in kept.items() if v is not None}}
+        model = None if flat is None else SavedModel(
+            config.sizes, flat, data.x_scaler, data.y_scaler, data.input_names, data.target_names, asdict(config),
+            __version__, data.classes, data.prep, metrics)
         return Result(config, b.name, b.device, series["loss"], loss, flat, seconds, versions=b.versions(),
                       val_losses=series["val_loss"], epochs_run=t, interrupted=interrupted, model=model,
                       accuracies=series["accuracy"], val_accuracies=series["val_accuracy"], ranks=self.comm.size,
@@ -398,7 +405,11 @@ def train(config=None, backend="auto", device=None, data=None, on_log=None, stop
             (e.g. `train(hidden=(64, 64), epochs=500)`). With `data`, n, d_in and d_out come from it.
         backend: "cpu", "cuda", "auto", or a resolved gpunet.backend.Backend.
         device: the CUDA device index (default 0; with several ranks, the rank's index on its node).
-        data: a gpunet.data.Dataset (e.g. from gpunet.data.table_dataset); None for synthetic data.
+        data: None for the tutorial's synthetic data; or a table: a path (CSV, Parquet, Feather, .npy,
+            .npz, a folder or glob), a gpunet.tabular.Table, a pandas DataFrame or a 2-D array, with the
+            keyword options target, task, features, drop, keep and missing of `gpunet train`; or a
+            gpunet.data.Dataset (e.g. from gpunet.data.table_dataset). On a table, options not given
+            take the table defaults (config.TABLE_DEFAULTS), and result.notes says what was decided.
         on_log: called at each log point as on_log(epoch, loss, val_loss or None), and with loss="ce"
             as on_log(epoch, loss, val_loss, accuracy, val_accuracy).
         stop, progress: see Trainer.run.
@@ -408,17 +419,30 @@ def train(config=None, backend="auto", device=None, data=None, on_log=None, stop
             from gpunet.comm.launch.
 
     Raises:
-        gpunet.errors.ConfigError, BackendUnavailable, Diverged, DeviceMemoryError.
+        gpunet.errors.ConfigError, DataError, BackendUnavailable, Diverged, DeviceMemoryError.
     """
-    if config is None:
-        config = Config(**options)  # with data, the Trainer takes n, d_in and d_out from it
-    elif options:
+    table_options = {k: options.pop(k) for k in TABLE_KEYS if k in options}
+    if config is not None and options:
         raise TypeError("pass either a Config or keyword options, not both")
     ranks = comm if not isinstance(comm, str) else launch(distributed)
+    config, data, notes = _what_to_train(config, data, options, table_options, ranks)
     if not isinstance(backend, backends.Backend):
         backend = backends.resolve(backend, device_of(ranks, device))
     if isinstance(comm, str):  # a communicator given as an object is bound by its maker
         ranks.bind(backend, comm)
     trainer = Trainer(config, backend, data, comm=ranks)
     trainer.drop_host_copies()
-    return trainer.run(on_log, stop, progress)
+    return replace(trainer.run(on_log, stop, progress), notes=notes)
+
+
+def _what_to_train(config, data, options, table_options, ranks):
+    """(Config, Dataset or None, notes) from train's arguments: a table gets the table defaults."""
+    if table_options and (data is None or isinstance(data, Dataset)):
+        raise TypeError(f"{', '.join(table_options)}: for a table given as data (a path, Table, DataFrame or array)")
+    if data is not None and not isinstance(data, Dataset):
+        if config is not None:
+            raise TypeError("with a table as data, pass its options as keywords, not a Config")
+        return table_run(data, options, comm=ranks, **table_options)
+    if config is None and data is not None and data.prep is not None:
+        config = table_config(options, data.classes is not None)
+    return config or Config(**options), data, []

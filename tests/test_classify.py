@@ -234,10 +234,13 @@ def test_integer_labels_and_predict_with_other_column_names(tmp_path):
             "--save", model_path)
     assert r.exit_code == 0, r.output
     r = run("predict", "--backend", "cpu", "--model", model_path, "--data", renamed, "--target", "cls")
+    assert r.exit_code == 4 and "no column 'p', 'q'" in r.output and "--by-position" in r.output  # names differ
+    r = run("predict", "--backend", "cpu", "--model", model_path, "--data", renamed, "--target", "cls", "--by-position")
     assert r.exit_code == 0, r.output
     got = np.array([int(v) for v in r.stdout.splitlines()[1:]])
     assert set(got) <= {2, 7} and np.mean(got == label) > 0.9
-    r = run("evaluate", "--backend", "cpu", "--model", model_path, "--data", renamed, "--target", "cls", "--json")
+    r = run("evaluate", "--backend", "cpu", "--model", model_path, "--data", renamed, "--target", "cls", "--json",
+            "--by-position")
     assert json.loads(r.stdout)["classes"] == [2, 7]
 
 
@@ -265,18 +268,18 @@ def test_bad_classification_input(tmp_path, labelled_csv):
     one_class = tmp_path / "one.csv"
     one_class.write_text("a,b,kind\n1,2,x\n3,4,x\n5,6,x\n7,8,x\n9,1,x\n")
     assert "one class" in one_line_error(run("train", "--backend", "cpu", "--data", one_class, "--loss", "ce"), 4)
-    missing = tmp_path / "missing.csv"
+    missing = tmp_path / "missing.csv"  # a row without a label is dropped, and said so
     missing.write_text("a,b,kind\n1,2,x\n3,4,\n5,6,y\n")
-    line = one_line_error(run("train", "--backend", "cpu", "--data", missing, "--loss", "ce"), 4)
-    assert "row 3" in line
+    r = run("train", "--backend", "cpu", "--data", missing, "--loss", "ce", "--epochs", "2")
+    assert r.exit_code == 0 and "dropped 1 rows whose target (kind) is missing" in r.stderr, r.output
     line = one_line_error(run("train", "--backend", "cpu", "--data", labelled_csv, "--loss", "ce", "--target", "a,kind"), 4)
     assert "one target column" in line
     assert "--d-out" in one_line_error(run("train", "--backend", "cpu", "--loss", "ce"), 2)
     assert "--early-stop" in one_line_error(run("train", "--backend", "cpu", "--early-stop", "3"), 2)
     assert "--weight-decay" in one_line_error(run("train", "--backend", "cpu", "--weight-decay", "-1"), 2)
     assert "--activation" in one_line_error(run("train", "--backend", "cpu", "--activation", "swish"), 2)
-    text = one_line_error(run("train", "--backend", "cpu", "--data", labelled_csv), 4)  # text target, regression
-    assert "kind" in text and "--loss ce" in text
+    text = one_line_error(run("train", "--backend", "cpu", "--data", labelled_csv, "--task", "regression"), 4)
+    assert "kind" in text and "--loss ce" in text  # text target, asked to be a regression
 
 
 @needs_pyarrow
@@ -311,7 +314,7 @@ def test_predictions_csv_reads_back(labels):
     import csv
     import io
 
-    from gpunet.predict import write_csv
+    from gpunet.inference import write_csv
 
     probs = np.array([0.1, 1 / 3], dtype=np.float32)
     out = io.BytesIO()
@@ -325,7 +328,7 @@ def test_a_label_that_needs_quotes_after_many_rows_is_written_once():
     import csv
     import io
 
-    from gpunet.predict import write_csv
+    from gpunet.inference import write_csv
 
     labels = np.array(["plain"] * 99_999 + ["New York, NY"])  # pyarrow writes in batches: decide before writing
     out = io.BytesIO()

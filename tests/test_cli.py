@@ -55,7 +55,7 @@ def test_options_reach_the_network():
     assert cfg == {"n": 64, "d_in": 5, "hidden": [16, 8], "d_out": 2, "epochs": 10, "lr": 1e-4, "seed": 3,
                    "dtype": "float64", "loss": "mse", "init": "he", "log_every": 5, "batch_size": 16,
                    "optimizer": "adam", "momentum": 0.9, "beta1": 0.8, "beta2": 0.99, "eps": 1e-7, "val_split": 0.25,
-                   "activation": "tanh", "weight_decay": 0.01, "early_stop": 2}
+                   "activation": "tanh", "weight_decay": 0.01, "early_stop": 2, "defaults": "tutorial"}
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from gpunet.files import atomic_write
 from gpunet.gradcheck import finite_difference, generic_network
 from gpunet.losses import loss_factor
 from gpunet.optim import make_optimizer
-from gpunet.predict import columns, predict
+from gpunet.inference import columns, outputs
 from gpunet.tabular import read_table
 from gpunet.train import Config, Trainer
 from tests.conftest import needs_pyarrow
@@ -65,12 +65,14 @@ def test_train_on_a_csv_with_validation_and_standardisation(csv_file, backend):
 
 
 def test_cli_train_on_a_csv_logs_validation_and_defaults_to_mse(csv_file):
-    r = run("train", "--backend", "cpu", "--data", csv_file, "--epochs", "20", "--lr", "0.05", "--json")
+    r = run("train", "--backend", "cpu", "--data", csv_file, "--epochs", "20", "--lr", "0.05", "--json",
+            "--log-every", "10")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["config"]["loss"] == "mse" and out["config"]["val_split"] == 0.2 and out["config"]["d_in"] == 3
     assert len(out["val_losses"]) == 2
-    r = run("train", "--backend", "cpu", "--data", csv_file, "--epochs", "10", "--lr", "0.05", "--target", "a,t")
+    r = run("train", "--backend", "cpu", "--data", csv_file, "--epochs", "10", "--lr", "0.05", "--target", "a,t",
+            "--log-every", "10")
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[0].startswith("Epoch:  10    Loss:  ") and "    Val loss:  " in r.stdout
 
@@ -104,7 +106,9 @@ def test_npy_and_npz(tmp_path, csv_file):
 @needs_pyarrow
 def test_bad_data_files_are_one_line_exit_4(tmp_path, name, text, says):
     path = tmp_path / name if text is None else write(tmp_path, name, text)
-    line = one_line_error(run("train", "--backend", "cpu", "--data", path, "--val-split", "0"), 4)
+    # --missing error keeps the refusal of missing cells; --task regression the integer target's values
+    line = one_line_error(run("train", "--backend", "cpu", "--data", path, "--val-split", "0", "--missing", "error",
+                              "--task", "regression"), 4)
     assert says in line and name in line
 
 
@@ -126,9 +130,10 @@ def test_options_that_do_not_fit_together(csv_file):
     assert "--n" in one_line_error(run("train", "--backend", "cpu", "--data", csv_file, "--n", "5"), 2)
     assert "--data" in one_line_error(run("train", "--backend", "cpu", "--target", "t"), 2)
     assert "--batch-size" in one_line_error(run("train", "--backend", "cpu", "--batch-size", "0"), 2)
-    assert "larger than" in one_line_error(run("train", "--backend", "cpu", "--batch-size", "101"), 2)
-    line = one_line_error(run("train", "--backend", "cpu", "--data", csv_file, "--batch-size", "250"), 2)
-    assert "240 training rows" in line
+    r = run("train", "--backend", "cpu", "--batch-size", "101", "-q")  # clipped to the rows, as scikit-learn does
+    assert r.exit_code == 0 and "--batch-size 101 is more than the 100 training rows" in r.stderr, r.output
+    r = run("train", "--backend", "cpu", "--data", csv_file, "--batch-size", "250", "--epochs", "2", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["config"]["batch_size"] == 240, r.output
     assert "--val-split" in one_line_error(run("train", "--backend", "cpu", "--val-split", "1"), 2)
     assert "--momentum" in one_line_error(run("train", "--backend", "cpu", "--momentum", "1.5"), 2)
     assert "--optimizer" in one_line_error(run("train", "--backend", "cpu", "--optimizer", "lbfgs"), 2)
@@ -233,8 +238,8 @@ def test_save_load_predict_evaluate_round_trip(tmp_path, csv_file, backend):
     written = np.loadtxt(preds, delimiter=",", skiprows=1)
     assert preds.read_text().splitlines()[0] == "t" and written.shape == (300,)
     table = read_table(str(csv_file))
-    x, y = columns(model, table, with_targets=True)
-    np.testing.assert_allclose(written, predict(model, x, backend)[:, 0], rtol=1e-6)
+    x, y, _ = columns(model, table, with_targets=True)
+    np.testing.assert_allclose(written, outputs(model, x, backend)[:, 0], rtol=1e-6)
     r = run("evaluate", "--backend", backend.name, "--model", model_path, "--data", csv_file, "--json")
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
@@ -249,7 +254,7 @@ def test_model_saved_on_one_backend_predicts_the_same_on_the_cpu(tmp_path, backe
     model = checkpoint.load(str(tmp_path / "m.npz"))
     np.testing.assert_array_equal(model.params, result.flat_params)
     x = np.random.default_rng(5).standard_normal((40, 3))
-    np.testing.assert_allclose(predict(model, x, backend), predict(model, x, resolve("cpu")), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outputs(model, x, backend), outputs(model, x, resolve("cpu")), rtol=1e-5, atol=1e-5)
 
 
 @needs_pyarrow
@@ -260,6 +265,8 @@ def test_predict_takes_a_csv_of_the_inputs_by_position(tmp_path):
     path = tmp_path / "x.csv"
     np.savetxt(path, x, delimiter=",", header="p,q,r", comments="")
     r = run("predict", "--backend", "cpu", "--model", tmp_path / "m.npz", "--data", path)
+    assert r.exit_code == 4 and "no column 'x1', 'x2', 'x3'" in r.stderr  # named columns are taken by name
+    r = run("predict", "--backend", "cpu", "--model", tmp_path / "m.npz", "--data", path, "--by-position")
     assert r.exit_code == 0 and r.stdout.splitlines()[0] == "y1" and len(r.stdout.splitlines()) == 41
 
 
@@ -287,6 +294,9 @@ def test_predict_data_with_the_wrong_columns_is_exit_4(tmp_path):
     checkpoint.save(str(tmp_path / "m.npz"), train(backend="cpu", epochs=10).model)
     x = write(tmp_path, "x.csv", "u,v\n1,2\n")
     line = one_line_error(run("predict", "--backend", "cpu", "--model", tmp_path / "m.npz", "--data", x), 4)
+    assert "no column 'x1', 'x2', 'x3'" in line
+    line = one_line_error(run("predict", "--backend", "cpu", "--model", tmp_path / "m.npz", "--data", x,
+                              "--by-position"), 4)
     assert "has 2 columns" in line and "3 inputs" in line
     assert not (tmp_path / "p.csv").exists()
 
@@ -397,5 +407,5 @@ def test_out_of_device_memory_names_the_size_and_the_fix(monkeypatch):
 
 def test_dataerror_names_the_file_for_column_problems(csv_file):
     table = read_table(str(csv_file))
-    with pytest.raises(DataError, match="every column is a target"):
+    with pytest.raises(DataError, match="no input column is left"):
         table_dataset(table, target="a,b,c,t")

@@ -442,7 +442,7 @@ def test_only_the_files_and_row_groups_holding_the_rows_are_read(tmp_path, monke
     path = ranked(tmp_path, "parquet-shards")  # shards of 11, 3 and 16 rows, in row groups of 4
     opened, groups = [], []
     pieces, read_row_group = readers._pieces, pq.ParquetFile.read_row_group
-    monkeypatch.setattr(readers, "_pieces", lambda f, skip: opened.append(os.path.basename(f)) or pieces(f, skip))
+    monkeypatch.setattr(readers, "_pieces", lambda f, skip, **kw: opened.append(os.path.basename(f)) or pieces(f, skip, **kw))
     monkeypatch.setattr(pq.ParquetFile, "read_row_group",
                         lambda self, i, **kw: groups.append(i) or read_row_group(self, i, **kw))
     np.testing.assert_array_equal(read_table(path, rows=(12, 13)).columns[1], [12])
