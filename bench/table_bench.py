@@ -120,12 +120,13 @@ def gpunet(*args):
     return None, f"{args[0]}: exit {done.returncode}: {lines[-1].strip()}"
 
 
-def gpunet_score(train_path, test_path, target, metric, seed, folder):
-    """Train with no options but the seed, evaluate on TEST: (score, train seconds, error), None where failed."""
+def gpunet_score(train_path, test_path, target, metric, seed, folder, extra=()):
+    """Train with no options but the seed (and `extra`, to try candidate defaults), evaluate on TEST:
+    (score, train seconds, error), None where failed."""
     model = os.path.join(folder, f"model-{seed}.npz")
     start = time.perf_counter()
     _, error = gpunet("train", "--data", train_path, "--target", target, "--save", model, "--quiet",
-                      "--seed", str(seed))
+                      "--seed", str(seed), *extra)
     seconds = time.perf_counter() - start
     if error:
         return None, None, error.replace(folder + os.sep, "")
@@ -139,7 +140,7 @@ def gpunet_score(train_path, test_path, target, metric, seed, folder):
     return value, seconds, None
 
 
-def run_table(name, seeds):
+def run_table(name, seeds, extra=()):
     """Split one table, score the baselines and gpunet on every seed; return its figures."""
     make, target, classes = TABLES[name]
     frame = make()
@@ -147,7 +148,7 @@ def run_table(name, seeds):
     with tempfile.TemporaryDirectory(prefix=f"table-bench-{name}-") as folder:
         train_path, test_path = split(frame, target, classes, folder)
         mlp, linear = baselines(train_path, test_path, target, classes)
-        runs = [gpunet_score(train_path, test_path, target, metric, s, folder) for s in range(seeds)]
+        runs = [gpunet_score(train_path, test_path, target, metric, s, folder, extra) for s in range(seeds)]
     task = f"{frame[target].nunique()} classes" if classes else "regression"
     return summarize(name, frame.shape, task, metric, mlp, linear, runs)
 
@@ -230,7 +231,9 @@ def report(env, results, seeds):
               help="Train gpunet with --seed 0..N-1; report the median and min.")
 @click.option("--tables", default=",".join(TABLES), show_default=True, help="Comma-separated tables to run.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write every figure to this JSON file.")
-def cli(seeds, tables, json_path):
+@click.option("--gpunet-args", "extra", default="", help="Options added to every gpunet train, to measure candidate "
+              "defaults side by side (the bar is for none).")
+def cli(seeds, tables, json_path, extra):
     """Compare `gpunet train` with no options against scikit-learn's standard pipelines on six tables."""
     names = [t for t in tables.split(",") if t]
     unknown = [t for t in names if t not in TABLES]
@@ -240,7 +243,7 @@ def cli(seeds, tables, json_path):
     if not os.path.exists(GPUNET):
         raise click.UsageError(f"no gpunet beside this Python ({GPUNET}): pip install -e . first")
     env = environment()
-    results = [run_table(name, seeds) for name in names]
+    results = [run_table(name, seeds, extra.split()) for name in names]
     report(env, results, seeds)
     if json_path:
         with open(json_path, "w") as f:

@@ -68,9 +68,9 @@ def parse_hidden(ctx, param, value):
 
 
 DEVICE_DEFAULT = "0; with --distributed, the rank's index on its node"
-TABLE_SHOWN = {"hidden": "100", "lr": "0.001", "optimizer": "adam", "batch_size": "min(200, rows)",
-               "weight_decay": "0.0001", "log_every": "1", "early_stop": "10", "loss": "ce for classes, mse for values",
-               "init": "he (relu), glorot (tanh, sigmoid)", "val_split": "0.2"}
+TABLE_SHOWN = {"hidden": "100", "epochs": "1000, stopped early", "lr": "0.001", "optimizer": "adam",
+               "weight_decay": "min(0.1, 30 / training rows)", "log_every": "1", "loss": "ce for classes, mse for values",
+               "init": "he (relu), glorot (tanh, sigmoid)"}
 
 
 def shown(key, tutorial, table=True):
@@ -108,7 +108,7 @@ def network_options(f, table=False):
             help="Hidden layer widths, comma-separated (e.g. 64,64 for two layers).",
         ),
         click.option("--d-out", default=d.d_out, show_default=True, type=int, help="Number of outputs."),
-        click.option("--epochs", default=d.epochs, show_default=True, type=int,
+        click.option("--epochs", default=d.epochs, show_default=shown("epochs", d.epochs, table), type=int,
                      help="Passes over the training rows (one step each; with --batch-size, one per batch)."),
         click.option("--lr", default=d.lr, show_default=shown("lr", d.lr, table), type=float, help="Learning rate."),
         click.option(
@@ -136,6 +136,8 @@ def network_options(f, table=False):
         click.option(
             "--log-every", default=d.log_every, show_default=shown("log_every", d.log_every, table), type=int,
             help="Print the loss (and look at the validation loss) every this many epochs."
+            + (" With --data and without this option, every epoch is looked at and every tenth printed." if table
+               else "")
         ),
     ]
     for opt in reversed(opts):
@@ -165,7 +167,7 @@ def training_options(f, table=False):
                      help="L2 penalty L: adds L/2 * sum(w^2) over the weights (not the biases) to the loss."),
         click.option("--early-stop", type=int, default=None, help="Stop when the validation loss has not improved "
                      "for this many log points, and keep the best epoch's parameters (needs validation rows)"
-                     + ("  [default: none; with --data: 10]" if table else "")),
+                     + ("  [default: none; with --data: about 50 steps, at least 10 epochs]" if table else "")),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -284,9 +286,10 @@ def train_cmd(ctx, backend, device, data_path, target, task, features, drop, kee
     With --data, a table: the task comes from the target (classes or values), text inputs are
     one-hot, missing cells filled, inputs and targets standardised with statistics of the training
     rows (all of it kept in a saved model), 20% of the rows held out, and the options not given take
-    defaults made for tables: Adam at 1e-3 in batches of 200, 100 hidden units, the best epoch kept
-    once the validation loss has not improved for 10. Ctrl-C stops at the end of the current epoch,
-    prints the loss, writes --save, and exits with code 130.
+    defaults made for tables: Adam at 1e-3 in batches of 200, 100 hidden units, an L2 penalty that
+    shrinks as the rows grow, the best epoch kept once the validation loss has stopped improving.
+    Ctrl-C stops at the end of the current epoch, prints the loss, writes --save, and exits with code
+    130.
     """
     given = explicit_options(ctx, options)
     table = dict(target=target, task=task, features=features, drop=drop, keep=keep, missing=missing)
@@ -307,31 +310,34 @@ def train_cmd(ctx, backend, device, data_path, target, task, features, drop, kee
         if lead and not as_json:
             for note in notes:
                 click.echo(note, err=True)
-        result = replace(train_reporting(config, b, data, ranks, show), notes=notes)
+        # the table defaults look at every epoch (for early stopping) and print every tenth, as the tutorial does
+        shown_every = 10 if config.defaults == "table" and "log_every" not in given else 1
+        result = replace(train_reporting(config, b, data, ranks, show, shown_every), notes=notes)
         if lead:
             write_outputs(result, save_path, plot_path, as_json)
     if result.interrupted:
         ctx.exit(130)
 
 
-def train_reporting(config, b, data, ranks, show):
-    """Train with the log lines, a progress bar on a terminal, and Ctrl-C stopping after the epoch."""
+def train_reporting(config, b, data, ranks, show, shown_every=1):
+    """Train with the log lines (every `shown_every`-th log point's), a progress bar on a terminal, and
+    Ctrl-C stopping after the epoch."""
     stop = threading.Event()
     progress = Progress(config.epochs) if show and sys.stderr.isatty() else None
+
+    def log_line(*figures):
+        if figures[0] % (shown_every * config.log_every) == 0:
+            if progress is not None:  # on a line of its own, not after the bar
+                progress.clear()
+            click.echo(format_loss_line(*figures))
+
     with on_interrupt(stop):
         try:
             return train(config, backend=b, data=data, stop=stop, progress=progress, comm=ranks,
-                         on_log=(lambda *figures: log_line(format_loss_line(*figures), progress)) if show else None)
+                         on_log=log_line if show else None)
         finally:
             if progress is not None:
                 progress.close()
-
-
-def log_line(line, progress):
-    """A log line on stdout, on a line of its own: a progress bar on the terminal is cleared first."""
-    if progress is not None:
-        progress.clear()
-    click.echo(line)
 
 
 def write_outputs(result, save_path, plot_path, as_json):

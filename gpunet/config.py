@@ -59,7 +59,8 @@ class Config:
             _positive_int(self, name)
         if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ConfigError(
-                f"--hidden must be one or more positive integers separated by commas, got {self.hidden!r}"
+                "--hidden must be one or more positive integers separated by commas, got "
+                + (",".join(map(str, self.hidden)) if self.hidden else "nothing")
             )
         if not _finite(self.lr) or self.lr <= 0:
             raise ConfigError(f"--lr must be a finite number greater than 0, got {self.lr!r}")
@@ -87,22 +88,23 @@ class Config:
             raise ConfigError(f"defaults must be 'tutorial' or 'table', got {self.defaults!r}")
 
 
-# A table's defaults (scikit-learn's MLP's, measured in bench/table_bench.py): Adam at 1e-3 in batches of
-# min(200, rows), a small L2 penalty, 100 hidden units, He (ReLU) or Glorot (tanh, sigmoid) start, and the
-# validation loss looked at every epoch, the best epoch kept after 10 without improvement.
-TABLE_DEFAULTS = dict(hidden=(100,), epochs=200, lr=1e-3, optimizer="adam", batch_size=200, weight_decay=1e-4,
-                      log_every=1, val_split=0.2, early_stop=10)
+# A table's defaults, measured in bench/table_bench.py on six public tables: Adam at 1e-3 in batches of
+# min(200, rows), 100 hidden units, He (ReLU) or Glorot (tanh, sigmoid) start, the validation loss looked at
+# every epoch and the best epoch kept. Two depend on the table's training rows n (table_run.fit_to_rows):
+# the L2 penalty, min(0.1, 30 / n), a prior whose weight does not grow with the data (a constant 1e-4
+# overfits small noisy tables, 0.1 underfits digits), and the patience, about 50 steps and at least 10 epochs
+# (10 epochs of one step each stopped iris at a plateau).
+TABLE_DEFAULTS = dict(hidden=(100,), epochs=1000, lr=1e-3, optimizer="adam", batch_size=200, log_every=1,
+                      val_split=0.2)
+DECAY_PRIOR, DECAY_MAX, PATIENCE_STEPS, PATIENCE_EPOCHS = 30.0, 0.1, 50, 10
 
 
 def table_config(given, classify):
     """The Config of a run on a table: the options `given`, the others from TABLE_DEFAULTS (the loss by the
-    task: ce for classes, mse for values; early stopping only with validation rows)."""
+    task: ce for classes, mse for values); those that depend on the rows are table_run.fit_to_rows'."""
     d = {**TABLE_DEFAULTS, "loss": "ce" if classify else "mse", "defaults": "table"}
     d["init"] = "he" if given.get("activation", "relu") == "relu" else "glorot"
-    merged = {**d, **given}
-    if not merged["val_split"] and "early_stop" not in given:
-        merged["early_stop"] = None
-    return Config(**merged)
+    return Config(**{**d, **given})
 
 
 def _positive_int(config, name):

@@ -167,7 +167,7 @@ def _numbers(table, j, rows):
     text = pc.utf8_trim_whitespace(pa.array(col, pa.string()))
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
     try:
-        return pc.fill_null(pc.cast(text, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+        return np.array(pc.fill_null(pc.cast(text, pa.float64()), np.nan).to_numpy(zero_copy_only=False))
     except pa.ArrowInvalid:
         bad = next(k for k, v in enumerate(text.to_pylist()) if v is not None and not _is_number(v))
         raise DataError(f"{table._where(rows[bad])}, column {j + 1} ({table.names[j]}) is not a number: "

@@ -1,11 +1,12 @@
 """What a run on a user's table trains: the table (each rank reads its share), the task its target asks for,
 the table defaults for every option not given, and the prepared Dataset."""
 
+import math
 import os
 from dataclasses import replace
 
 from gpunet.comm import shard_range
-from gpunet.config import table_config
+from gpunet.config import DECAY_MAX, DECAY_PRIOR, PATIENCE_EPOCHS, PATIENCE_STEPS, table_config
 from gpunet.data import Part, Select, table_dataset, target_columns
 from gpunet.errors import ConfigError
 from gpunet.prepare import TASKS, infer_task
@@ -42,9 +43,8 @@ def table_run(source, given, target=None, task="auto", features=None, drop=(), k
     config = table_config(given, classify)
     data = table_dataset(table, target, config.val_split, config.seed, classify, part, Select(features, drop, keep,
                                                                                                missing))
-    if not data.n_val and "early_stop" not in given:  # a table too small to hold rows out: no early stopping
-        config = replace(config, early_stop=None)
     config, clipped = clip_batch(config, data.n_train, "batch_size" in given)
+    config = fit_to_rows(config, data, given)
     return config, data, [n for n in (note, clipped) if n] + data.notes
 
 
@@ -63,6 +63,19 @@ def read_share(source, comm=None, delimiter=None):
     share = Table(whole.names, [c[lo:hi] for c in whole.columns], whole.path, files=[(whole.path, -lo)],
                   named=whole.named)
     return share, Part(lo, whole.rows, comm)
+
+
+def fit_to_rows(config, data, given):
+    """The table defaults that depend on the training rows n, where not given: the L2 penalty
+    min(DECAY_MAX, DECAY_PRIOR / n), and early stopping's patience, PATIENCE_STEPS steps and at least
+    PATIENCE_EPOCHS epochs (none without validation rows)."""
+    fitted = {}
+    if "weight_decay" not in given:
+        fitted["weight_decay"] = min(DECAY_MAX, DECAY_PRIOR / data.n_train)
+    if "early_stop" not in given:
+        steps = math.ceil(data.n_train / (config.batch_size or data.n_train))
+        fitted["early_stop"] = max(PATIENCE_EPOCHS, math.ceil(PATIENCE_STEPS / steps)) if data.n_val else None
+    return replace(config, **fitted)
 
 
 def clip_batch(config, n_train, given=True):

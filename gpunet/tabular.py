@@ -4,7 +4,7 @@ import bisect
 import math
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -185,9 +185,10 @@ def as_table(data):
     array = np.asarray(data)
     if array.ndim != 2:
         raise DataError(f"an array of {array.ndim} dimensions; gpunet takes 2-D data (rows x columns)")
-    columns = [c.astype(np.int64) if c.dtype.kind in "iub" else c.astype(np.float64) if c.dtype.kind == "f"
-               else c.astype(str).astype(object) for c in array.T]
-    return Table([f"c{i}" for i in range(array.shape[1])], columns, "the array", named=False)
+    import pyarrow as pa  # an object array's None and NaN are missing cells, its numbers numbers
+
+    columns = {f"c{i}": pa.array(c, from_pandas=True) for i, c in enumerate(array.T)}
+    return replace(_readers().from_arrow(pa.table(columns), "the array"), named=False)
 
 
 def count_rows(path, delimiter=None):

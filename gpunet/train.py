@@ -18,7 +18,7 @@ from gpunet.losses import loss_factor
 from gpunet.model import Layout, Network, init_params
 from gpunet.monitor import EarlyStopping, Monitor
 from gpunet.optim import make_optimizer
-from gpunet.table_run import TABLE_KEYS, clip_batch, table_run
+from gpunet.table_run import TABLE_KEYS, clip_batch, fit_to_rows, table_run
 
 
 @dataclass
@@ -444,5 +444,6 @@ def _what_to_train(config, data, options, table_options, ranks):
             raise TypeError("with a table as data, pass its options as keywords, not a Config")
         return table_run(data, options, comm=ranks, **table_options)
     if config is None and data is not None and data.prep is not None:
-        config = table_config(options, data.classes is not None)
+        config = fit_to_rows(clip_batch(table_config(options, data.classes is not None), data.n_train)[0], data,
+                             options)
     return config or Config(**options), data, []

@@ -58,7 +58,8 @@ def test_train_on_a_csv_with_validation_and_standardisation(csv_file, backend):
     assert len(data.x) == 240 and len(data.x_val) == 60
     np.testing.assert_allclose(data.x.mean(axis=0), 0, atol=1e-12)  # statistics of the training rows
     np.testing.assert_allclose(data.y.std(axis=0), 1, atol=1e-12)
-    r = train(backend=backend, data=data, hidden=(16,), epochs=300, lr=0.05, loss="mse", init="he", log_every=50)
+    r = train(backend=backend, data=data, hidden=(16,), epochs=300, lr=0.05, loss="mse", init="he", log_every=50,
+              weight_decay=0.0, early_stop=None)
     assert r.config.d_in == 3 and r.config.d_out == 1 and r.config.n == 300
     assert [e for e, _ in r.val_losses] == [50, 100, 150, 200, 250, 300]
     assert r.val_losses[-1][1] < 0.05 and r.losses[-1][1] < 0.05  # standardised: 1.0 is predicting the mean
