@@ -19,6 +19,8 @@ from gpunet.errors import ConfigError
 COMMS = ("auto", "nccl", "mpi", "host")
 ABORT_GRACE_S = 0.5  # for a failing rank's last line to reach the launcher before MPI's abort
 MPI_HINT = "pip install mpi4py mpich (gpunet's extra [mpi]), or mpi4py built against your cluster's MPI"
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # the user's choice wins
+_blas_limits = None  # this rank's BLAS thread limit, held for the life of the process
 
 
 class Single:
@@ -65,7 +67,8 @@ class MPIComm:
     def __init__(self, mpi):
         self.MPI, self.world = mpi, mpi.COMM_WORLD
         self.rank, self.size = self.world.Get_rank(), self.world.Get_size()
-        self.local_rank = self.world.Split_type(mpi.COMM_TYPE_SHARED).Get_rank()  # rank among this node's
+        node = self.world.Split_type(mpi.COMM_TYPE_SHARED)  # the ranks on this node
+        self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         self.name, self.note, self._move = "mpi", "", None
 
     def bind(self, backend, how="auto"):
@@ -155,6 +158,9 @@ def _check_how(backend, how):
 def launch(distributed):
     """The communicator of this process: Single, or the ranks of an MPI launch when `distributed`.
 
+    The ranks of a launch limit their BLAS threads to their share of the node's cores, unless
+    OMP_NUM_THREADS, OPENBLAS_NUM_THREADS or MKL_NUM_THREADS is set.
+
     Raises:
         ConfigError: `distributed` without mpi4py (exit 2, naming the extra).
     """
@@ -168,7 +174,20 @@ def launch(distributed):
         single = Single()
         single.note = "--distributed: not launched by an MPI launcher (e.g. mpiexec -n 2 gpunet ...); one rank"
         return single
-    return MPIComm(MPI)
+    comm = MPIComm(MPI)
+    _share_blas_threads(comm.local_size)
+    return comm
+
+
+def _share_blas_threads(ranks_here):
+    """Limit BLAS to this rank's share of the node's cores, unless the environment sets its threads."""
+    global _blas_limits
+    if any(os.environ.get(var) for var in BLAS_THREAD_VARS):
+        return
+    from threadpoolctl import threadpool_limits
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _blas_limits = threadpool_limits(limits=max(1, cores // ranks_here), user_api="blas")
 
 
 def device_of(comm, device):

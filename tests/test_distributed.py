@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import gpunet
 from gpunet import checkpoint
 from gpunet.cli import cli
+from gpunet.comm import BLAS_THREAD_VARS
 
 pytest.importorskip("mpi4py", reason="the distributed tests need mpi4py and mpich (gpunet's extra [mpi])")
 BIN = os.path.dirname(sys.executable)
@@ -40,9 +41,9 @@ CASES = [
 ]
 
 
-def mpirun(ranks, *args, timeout=120):
+def mpirun(ranks, *args, timeout=120, env=None):
     return subprocess.run([MPIEXEC, "-n", str(ranks), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +172,35 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_together(tmp_path):
     assert first.startswith("Epoch:  500"), (first, err)
     assert p.returncode == 130 and "Interrupted at epoch" in err, (p.returncode, err)
     assert checkpoint.load(str(model)).sizes == [3, 32, 1]
+
+
+def blas_threads_of_two_ranks(**user):
+    """Each of 2 ranks' BLAS thread counts after launch(True), in an environment with only `user`'s thread variables."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARS}
+    r = mpirun(2, sys.executable, os.path.join(HERE, "dist_threads_worker.py"), env={**env, **user})
+    assert r.returncode == 0, r.stderr
+    ranks = json.loads(r.stdout)
+    assert len(ranks) == 2 and all(ranks), r.stdout  # every rank found its BLAS
+    return [n for threads in ranks for n in threads]
+
+
+def share_of_two_ranks():
+    """Each of 2 ranks' share of this machine's cores, worked out here as the README says."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores // 2), cores
+
+
+def test_ranks_on_one_node_share_its_cores_between_their_blas_threads():
+    share, _ = share_of_two_ranks()
+    assert blas_threads_of_two_ranks() == [share] * 2
+
+
+@pytest.mark.parametrize("var", ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
+def test_the_users_blas_threads_are_left_as_set(var):
+    share, cores = share_of_two_ranks()
+    if share + 1 > cores:
+        pytest.skip("one core: OpenBLAS caps its threads at the cores, so no count can differ from the share")
+    assert blas_threads_of_two_ranks(**{var: str(share + 1)}) == [share + 1] * 2  # not the share: a limit would show
 
 
 class FakeDeviceArray(np.ndarray):
