@@ -428,7 +428,7 @@ class Progress:
     def clear(self):
         """Wipe the bar's line (it is drawn again at the next epoch)."""
         if self.bar is not None:
-            click.echo("\r\033[K", err=True, nl=False)
+            click.echo("\r\033[K", err=True, nl=False, color=True)  # the bar is only drawn on a terminal
 
     def close(self):
         if self.bar is not None:

@@ -241,3 +241,18 @@ def test_small_things_a_user_meets(tmp_path):
     assert "not a gpunet model" in line and "allow_pickle" not in line
     assert "--distributed" not in run("predict", "--help").stdout
     assert "gpunet check ... --distributed" in " ".join(run("check", "--help").stdout.split())
+
+
+def test_the_progress_bar_is_cleared_before_a_log_line(capsys):
+    from gpunet.cli import Progress
+
+    progress = Progress(10, after=0.0)
+    progress(1)  # the bar is drawn
+    capsys.readouterr()
+    progress.clear()
+    assert capsys.readouterr().err == "\r\033[K"
+    progress.close()
+    idle = Progress(10, after=3600.0)
+    idle(1)  # not drawn yet: nothing to clear
+    idle.clear()
+    assert capsys.readouterr().err == ""
