@@ -3,12 +3,15 @@
 Every process draws the same permutation of all ranks' training rows from the seed, so the global
 batches are the same whatever the number of ranks. A rank holds the contiguous rows [first, first + m)
 and takes, of each global batch, the rows that live in its share. Their number varies from batch to
-batch, so that every buffer keeps a fixed size a rank gathers a whole batch's worth of columns: its own
-rows first, then a padding row of zeros (one column after its data) whose output error is multiplied
-by a weight of 0, so it adds nothing to the loss, the gradient or the accuracy.
+batch, so a rank gathers its own rows first, then padding up to a multiple of BUCKET rows (at most the
+batch's): a padding row of zeros (one column after its data) whose output error is multiplied by a weight
+of 0, so it adds nothing to the loss, the gradient or the accuracy. Each rank so computes about its share
+of a batch, with a few workspace sizes, each allocated once.
 """
 
 import numpy as np
+
+BUCKET = 16  # a rank's rows of a batch are padded up to a multiple of this many
 
 
 class RowPlan:
@@ -33,14 +36,22 @@ class RowPlan:
         return out
 
     def epoch(self, backend, shuffle, dtype):
-        """(rows, weights or None) on the device for the next epoch: batch j takes [j * batch, ...) of both."""
+        """(rows, weights or None, spans or None) on the device for the next epoch. One process: batch j
+        takes rows [j * batch, ...). Several ranks: batch j takes rows[a : a + size] and their weights for
+        (a, size) = spans[j], this rank's rows of the batch and then padding, size a multiple of BUCKET."""
         perm = shuffle.permutation(self.n)
         if not self.padded:
-            return backend.asarray(perm), None
+            return backend.asarray(perm), None, None
         owned = (perm >= self.first) & (perm < self.first + self.m)
         # within each batch, this rank's rows first (in the permutation's order), then the padding
         order = np.lexsort((~owned, np.arange(self.n) // self.batch))
-        return self._placed(backend, np.where(owned, perm - self.first, self.m)[order], owned[order], dtype)
+        starts = np.arange(0, self.n, self.batch)
+        mine = np.add.reduceat(owned.astype(np.int64), starts)
+        sizes = np.minimum(np.minimum(self.batch, self.n - starts), np.maximum(1, -(-mine // BUCKET)) * BUCKET)
+        keep = np.arange(self.n) % self.batch < np.repeat(sizes, self.batch)[: self.n]
+        rows, weights = self._placed(backend, np.where(owned, perm - self.first, self.m)[order][keep],
+                                     owned[order][keep], dtype)
+        return rows, weights, list(zip((np.cumsum(sizes) - sizes).tolist(), sizes.tolist()))
 
     def in_order(self, backend, i, size, dtype):
         """(rows, weights or None) on the device for rows [i, i + size) in their own order (a pass without updates)."""

@@ -175,6 +175,7 @@ class Trainer:
         n, batch = data.n_train, config.batch_size or data.n_train
         self.full = batch == n
         self.rows = None if self.full else RowPlan(n, batch, data.first, len(data.x), self.comm.size > 1)
+        self.shares = {}  # with several ranks, workspaces by the size of a rank's share of a batch
         if self.full:  # the tutorial's full batch: the data (this rank's share) lives in the one workspace
             self.workspaces = [net.workspace(len(data.x))]
             self.workspaces[0].load(data.x, data.y)
@@ -201,7 +202,7 @@ class Trainer:
     def buffer_bytes(self):
         """Bytes of the buffers placed on the backend: parameters, gradients, data and workspaces."""
         bufs = [self.net.params, self.net.grads] + ([] if self.full else [self.x_t, self.y_t])
-        spaces = self.workspaces + ([] if self.val is None else [self.val])
+        spaces = self.workspaces + list(self.shares.values()) + ([] if self.val is None else [self.val])
         return sum(int(b.nbytes) for b in bufs) + sum(w.bytes() for w in spaces)
 
     @contextlib.contextmanager
@@ -340,10 +341,19 @@ class Trainer:
             _, ws, scale = plan[0]
             self._step(ws, scale, opt, decay, monitor, 0)
             return
-        rows, weights = self.rows.epoch(self.backend, shuffle, self.net.dtype)  # one small copy per epoch
+        rows, weights, spans = self.rows.epoch(self.backend, shuffle, self.net.dtype)  # one small copy per epoch
         for j, (i, ws, scale) in enumerate(plan):
+            if spans is not None:  # a rank's share of the batch, padded (gpunet/batches.py)
+                i, size = spans[j]
+                ws = self._share_workspace(size)
             ws.gather(self.x_t, self.y_t, rows[i : i + ws.n], None if weights is None else weights[i : i + ws.n])
             self._step(ws, scale, opt, decay, monitor, j)
+
+    def _share_workspace(self, size):
+        """The workspace of `size` rows for a rank's share of a batch: made at its first use, then kept."""
+        if size not in self.shares:
+            self.shares[size] = self.net.workspace(size)
+        return self.shares[size]
 
     def _step(self, ws, scale, opt, decay, monitor, j):
         """One update from batch j in `ws`: its gradient, summed over the ranks, the weight decay, the step."""

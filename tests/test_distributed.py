@@ -38,6 +38,7 @@ CASES = [
     dict(loss="ce", d_out=4, lr=0.02, batch_size=16, optimizer="adam", val_split=0.2, early_stop=1,
          activation="sigmoid", epochs=60),
     dict(loss="sse", d_out=2, lr=5e-4, batch_size=7, optimizer="sgd", val_split=0.1),
+    dict(loss="mse", lr=0.01, batch_size=64, optimizer="adam"),  # a rank's share of a batch below the batch
 ]
 
 
