@@ -99,6 +99,32 @@ def load(path):
     Raises:
         ModelFileError: missing, not a gpunet model, truncated or corrupt, or of a newer format.
     """
+    fmt, data = _read(path)
+    sizes, classes = [int(s) for s in data["sizes"]], data.get("classes")
+    if len(sizes) < 2 or min(sizes) < 1 or data["params"].shape != (Layout(sizes).size,):
+        raise ModelFileError(f"{path}: corrupt model file (parameters do not match the layer sizes {sizes})")
+    if classes is not None and classes.shape != (sizes[-1],):
+        raise ModelFileError(f"{path}: corrupt model file ({classes.size} classes for {sizes[-1]} outputs)")
+    if not np.all(np.isfinite(data["params"])):
+        raise ModelFileError(f"{path}: corrupt model file (non-finite parameters)")
+    return SavedModel(
+        sizes=sizes,
+        params=data["params"],
+        x_scaler=Scaler(data["x_mean"], data["x_scale"]),
+        y_scaler=Scaler(data["y_mean"], data["y_scale"]),
+        input_names=[str(n) for n in data["input_names"]],
+        target_names=[str(n) for n in data["target_names"]],
+        config=json.loads(str(data["config"])),
+        version=str(data["gpunet_version"]),
+        classes=classes,
+        prep=_preparation(path, data["prep"], sizes[0]) if fmt >= 3 else None,
+        metrics=json.loads(str(data["metrics"])) if fmt >= 3 else {},
+        file_format=fmt,
+    )
+
+
+def _read(path):
+    """(format, {key: array}) of the model file at `path`: KEYS, and classes, prep and metrics where written."""
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: no such model file")
     not_a_model = ModelFileError(f"{path}: not a gpunet model (train one with gpunet train --save)")
@@ -118,45 +144,21 @@ def load(path):
                     f"{path}: written by gpunet {f['gpunet_version']} in model format {fmt}; this gpunet "
                     f"({__version__}) reads format {FORMAT} and older: upgrade gpunet"
                 )
-            missing = [k for k in KEYS if k not in f]
+            missing = [k for k in KEYS + (("prep", "metrics") if fmt >= 3 else ()) if k not in f]
             if missing:
                 raise ModelFileError(f"{path}: not a complete gpunet model (missing {', '.join(missing)})")
-            data = {k: f[k] for k in KEYS}
-            classes = f["classes"] if "classes" in f else None
-            prep = json.loads(str(f["prep"])) if fmt >= 3 else None
-            metrics = json.loads(str(f["metrics"])) if fmt >= 3 else {}
+            return fmt, {k: f[k] for k in f if k in KEYS + ("classes", "prep", "metrics")}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         if "allow_pickle" in str(e):  # NumPy's advice is not for a model file
             raise not_a_model from None
         raise ModelFileError(f"{path}: truncated or corrupt model file ({type(e).__name__}: {e})") from None
-    sizes = [int(s) for s in data["sizes"]]
-    if len(sizes) < 2 or min(sizes) < 1 or data["params"].shape != (Layout(sizes).size,):
-        raise ModelFileError(f"{path}: corrupt model file (parameters do not match the layer sizes {sizes})")
-    if classes is not None and classes.shape != (sizes[-1],):
-        raise ModelFileError(f"{path}: corrupt model file ({classes.size} classes for {sizes[-1]} outputs)")
-    if not np.all(np.isfinite(data["params"])):
-        raise ModelFileError(f"{path}: corrupt model file (non-finite parameters)")
-    return SavedModel(
-        sizes=sizes,
-        params=data["params"],
-        x_scaler=Scaler(data["x_mean"], data["x_scale"]),
-        y_scaler=Scaler(data["y_mean"], data["y_scale"]),
-        input_names=[str(n) for n in data["input_names"]],
-        target_names=[str(n) for n in data["target_names"]],
-        config=json.loads(str(data["config"])),
-        version=str(data["gpunet_version"]),
-        classes=classes,
-        prep=None if prep is None else _preparation(path, prep, sizes[0]),
-        metrics=metrics,
-        file_format=fmt,
-    )
 
 
-def _preparation(path, d, d_in):
-    """The Preparation saved in a model file, checked against the network's input width."""
+def _preparation(path, saved, d_in):
+    """The Preparation saved in a model file (JSON), checked against the network's input width."""
     try:
-        prep = Preparation.from_dict(d)
-    except (TypeError, KeyError) as e:
+        prep = Preparation.from_dict(json.loads(str(saved)))
+    except (ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"{path}: corrupt model file (input preparation: {e})") from None
     if len(prep.features) != d_in:
         raise ModelFileError(f"{path}: corrupt model file ({len(prep.features)} prepared inputs for {d_in})")
