@@ -56,11 +56,11 @@ RANK_READERS = {f"{name} {what}": (kind, expr) for kind, name in [("csv", "CSV")
                 for what, expr in [("count_rows", "count_rows(p)"), ("last quarter", "read_table(p, rows=quarter(p))"),
                                    ("whole", "read_table(p)")]}
 
-# runs gpunet's command line in this process, timing read_table + Table.numeric and the output write
+# runs gpunet's command line in this process, timing read_table + the columns' preparation and the output write
 TIMED_CLI = """
 import json, sys, time
 start = time.perf_counter()
-from gpunet import cli, tabular
+from gpunet import cli, cli_model, prepare, table_run, tabular
 spent = {"read": 0.0, "write": 0.0}
 def timed(key, f):
     def run(*args, **kwargs):
@@ -70,9 +70,9 @@ def timed(key, f):
         finally:
             spent[key] += time.perf_counter() - t
     return run
-cli.read_table = timed("read", tabular.read_table)
-tabular.Table.numeric = timed("read", tabular.Table.numeric)
-cli.atomic_write = timed("write", cli.atomic_write)
+table_run.read_table = cli_model.read_table = timed("read", tabular.read_table)
+prepare.Preparation.transform = timed("read", prepare.Preparation.transform)
+cli_model.atomic_write = timed("write", cli_model.atomic_write)
 try:
     cli.cli.main(sys.argv[1:], standalone_mode=False)
 finally:
@@ -171,7 +171,7 @@ def main(rows, cols, repeats, folder):
         wall, t = timed_cli(["train", "--backend", "cpu", "--data", files["csv"], "--epochs", "1", "-q",
                              "--save", model])
         click.echo(f"\ngpunet train --data big.csv --epochs 1: {wall:.2f} s wall, of which reading (read_table and "
-                   f"Table.numeric) {t['read']:.2f} s ({t['read'] / wall:.0%}); {wall - t['in_process']:.2f} s "
+                   f"the preparation) {t['read']:.2f} s ({t['read'] / wall:.0%}); {wall - t['in_process']:.2f} s "
                    "before the first line of Python ran")
         wall, t = timed_cli(["predict", "--backend", "cpu", "--model", model, "--data", files["csv"],
                              "--out", os.path.join(folder, "pred.csv")])

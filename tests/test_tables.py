@@ -244,7 +244,7 @@ def test_small_things_a_user_meets(tmp_path):
 
 
 def test_the_progress_bar_is_cleared_before_a_log_line(capsys):
-    from gpunet.cli import Progress
+    from gpunet.cli_train import Progress
 
     progress = Progress(10, after=0.0)
     progress(1)  # the bar is drawn
