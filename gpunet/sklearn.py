@@ -34,7 +34,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from gpunet.backend import BACKENDS, array_module, on_device, resolve
 from gpunet.model import Layout
-from gpunet.sklearn_arrays import host, like_input, sample_weights, validated, validated_xy
+from gpunet.sklearn_arrays import feature_major, host, like_input, sample_weights, validated, validated_xy
 from gpunet.sklearn_loop import SGD, Adam, Engine, History, fit_lbfgs, fit_stochastic, glorot_params
 
 _CONSTRAINTS = {
@@ -82,8 +82,25 @@ class _MLP(BaseEstimator):
         (unless backend="cpu")."""
         X = self._placed(X)
         engine = self._engine(self.coefs_[0].dtype, X)
-        y_pred = engine.predict(engine.backend.asarray(X.T))
+        y_pred = engine.predict(feature_major(X, engine.backend, engine.net.dtype))
         return y_pred if on_device(X) else engine.backend.to_numpy(y_pred)
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight, activations, deltas, coef_grads,
+                         intercept_grads):
+        """scikit-learn's private (loss, gradient) of the whole-batch objective at parameters packed its way
+        (every coefs_ raveled, then every intercepts_), on the CPU in float64, for code that reads it (its
+        own tests); coef_grads and intercept_grads are filled as it fills them, activations and deltas not."""
+        sizes = [self.coefs_[0].shape[0], *(w.shape[1] for w in self.coefs_)]
+        flat = _unpacked(np.asarray(packed_coef_inter, np.float64), sizes)
+        engine = Engine(resolve("cpu"), sizes, flat, np.float64, self.activation, self.out_activation_, self.alpha)
+        y = np.asarray(y, np.float64).reshape(X.shape[0], -1)
+        ws = engine.workspace(X.shape[0])
+        ws.x[...], ws.y[...] = feature_major(X, engine.backend, np.float64)[:, :], y.T
+        sw_t = None if sample_weight is None else np.asarray(sample_weight, np.float64)[None]
+        loss, grad = engine.loss_and_grad(flat, ws, sw_t)
+        for i, (gw, gb) in enumerate(Layout(sizes).unpack(grad)):
+            coef_grads[i], intercept_grads[i] = gw.copy(), gb.copy()
+        return loss, np.concatenate([g.ravel() for g in coef_grads + intercept_grads])
 
     def score(self, X, y, sample_weight=None):
         """scikit-learn's score: R^2 of the regressor's predictions, accuracy of the classifier's (on the host)."""
@@ -97,7 +114,8 @@ class _MLP(BaseEstimator):
         self._set_weights(glorot_params(sizes, rs, self.activation), sizes, dtype)
         if self.solver != "lbfgs":
             self._history = History(self.early_stopping)
-            self._history.best_params = self._flat()  # kept if no validation score is ever better than -inf
+            if self.early_stopping:  # kept if no validation score is ever better than -inf
+                self._history.best_params = self._flat()
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
@@ -115,6 +133,8 @@ class _MLP(BaseEstimator):
         rs = check_random_state(self.random_state)
         if first:
             self._initialize(y, sizes, dtype, rs)
+        else:
+            self._continued()
         engine = self._engine(dtype, X)
         if self.solver == "lbfgs":
             self._fit_lbfgs(engine, X, y, sample_weight)
@@ -130,14 +150,33 @@ class _MLP(BaseEstimator):
         dt = engine.net.dtype
         to = engine.backend.asarray
         sw_t = None if sample_weight is None else to(sample_weight[None], dt)
-        res = fit_lbfgs(engine, to(X.T, dt), to(y.T, dt), self.max_iter, self.max_fun, self.tol, sw_t)
+        res = fit_lbfgs(engine, feature_major(X, engine.backend, dt), to(y.T, dt), self.max_iter, self.max_fun,
+                        self.tol, sw_t)
         if res.status != 0:
             warnings.warn(f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}): "
                           f"{res.message}. Increase the number of iterations or scale the data.",
                           ConvergenceWarning)
         self.n_iter_, self.loss_ = min(res.nit, self.max_iter), float(res.fun)
 
-    def _optimizer(self, params):
+    def _continued(self):
+        """What a fit continues from when coefs_ and intercepts_ were set by hand (scikit-learn's public
+        fitted attributes, and its _no_improvement_count): the output activation, layer count and History."""
+        if not hasattr(self, "out_activation_"):
+            self.out_activation_ = self._out_activation()
+        self.n_layers_ = len(self.coefs_) + 1
+        if self.solver == "lbfgs" or hasattr(self, "_history"):
+            return
+        h = self._history = History(self.early_stopping)
+        h.n_iter_, h.t_ = getattr(self, "n_iter_", 0), getattr(self, "t_", 0)
+        h.loss_curve_ = list(getattr(self, "loss_curve_", None) or [])
+        h.no_improvement_count = getattr(self, "_no_improvement_count", 0)
+        for name in ("best_loss_", "validation_scores_", "best_validation_score_"):
+            if getattr(self, name, None) is not None:
+                setattr(h, name, getattr(self, name))
+        if self.early_stopping:
+            h.best_params = self._flat()
+
+    def _new_optimizer(self, params):
         if self.solver == "sgd":
             return SGD(params, self.learning_rate_init, self.learning_rate, self.momentum, self.nesterovs_momentum,
                        self.power_t)
@@ -163,34 +202,36 @@ class _MLP(BaseEstimator):
         return int(np.clip(self.batch_size, 1, n))
 
     def _fit_stochastic(self, engine, X, y, sample_weight, rs, incremental):
-        if not incremental or not hasattr(self, "_opt"):
-            self._opt = self._optimizer(engine.net.params)
-        self._opt.moved(engine.backend.asarray)  # kept on the host between calls, as the fitted weights are
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = self._new_optimizer(engine.net.params)
+        self._optimizer.moved(engine.backend.asarray)  # kept on the host between calls, as the fitted weights are
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         to, dt = engine.backend.asarray, engine.net.dtype
         score = None
         if self.early_stopping:
             (X, y, sample_weight), (X_val, y_val, sw_val) = self._split(X, y, sample_weight, rs)
-            xv_t = to(X_val.T, dt)
+            xv_t = feature_major(X_val, engine.backend, dt)
             score = lambda: self._score_outputs(  # noqa: E731
                 y_val, engine.backend.to_numpy(engine.predict(xv_t)), sw_val)
-        settings = SimpleNamespace(max_iter=self.max_iter, shuffle=self.shuffle, batch_size=self._batch_size(len(X)),
+        settings = SimpleNamespace(max_iter=self.max_iter, shuffle=self.shuffle, batch_size=self._batch_size(X.shape[0]),
                                    tol=self.tol, n_iter_no_change=self.n_iter_no_change, incremental=incremental,
                                    verbose=self.verbose, score=score,
                                    sample_weight=None if sample_weight is None else to(sample_weight[None], dt))
         hist = self._history
-        unconverged = fit_stochastic(engine, self._opt, hist, to(X.T, dt), to(y.T, dt), rs, settings)
+        x_t = feature_major(X, engine.backend, dt)
+        unconverged = fit_stochastic(engine, self._optimizer, hist, x_t, to(y.T, dt), rs, settings)
         if unconverged:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning)
-        self._opt.moved(engine.backend.to_numpy)
+        self._optimizer.moved(engine.backend.to_numpy)
         if self.early_stopping:
             engine.net.params[...] = engine.backend.asarray(hist.best_params)
             hist.best_params = engine.backend.to_numpy(hist.best_params)
         for name in ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_",
                      "best_validation_score_"):
             setattr(self, name, getattr(hist, name))
+        self._no_improvement_count = hist.no_improvement_count  # scikit-learn's name, read by its own tests
 
     def _check_solver(self):
         if self.solver == "lbfgs":
@@ -213,8 +254,21 @@ class _MLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
+
+
+def _unpacked(packed, sizes):
+    """scikit-learn's packing (every layer's weights raveled, then every bias) in gpunet's flat layout."""
+    flat, at = np.zeros(Layout(sizes).size), 0
+    layers = Layout(sizes).unpack(flat)
+    for w, _ in layers:
+        w[...] = packed[at : at + w.size].reshape(w.shape)
+        at += w.size
+    for _, b in layers:
+        b[...] = packed[at : at + b.size]
+        at += b.size
+    return flat
 
 
 def _init_params(self, kw):

@@ -1,6 +1,9 @@
 """The arrays gpunet.sklearn's estimators take and give: NumPy (or anything scikit-learn validates, such
 as pandas) on the host, or CuPy arrays, which stay on their device.
 
+A SciPy sparse X (CSR or CSC) is kept sparse: each batch's rows are made dense as they are gathered
+(SparseRows), so memory holds the sparse matrix and one batch.
+
 A CuPy X is checked where it is (its shape, dtype and finiteness, with scikit-learn's own feature
 count and name checks), trains on its own device (unless backend="cpu", which copies it to the host
 once) and gets its predictions as CuPy arrays on that device. Targets and sample weights are small
@@ -14,6 +17,7 @@ from sklearn.utils.validation import (_check_feature_names, _check_n_features, _
 from gpunet.backend import array_module, on_device
 
 FLOATS = (np.float64, np.float32)  # the dtypes kept; any other input is converted to the first
+SPARSE = ("csr", "csc")  # the SciPy sparse formats taken (as CSR: its rows are sliced per batch)
 
 
 def host(a):
@@ -25,13 +29,15 @@ def validated(estimator, X, *, reset):
     """scikit-learn's validate_data(estimator, X) with X of float32 or float64; a CuPy X stays on its device."""
     if on_device(X):
         return _validated_on_device(estimator, X, reset)
-    return validate_data(estimator, X, reset=reset, dtype=FLOATS)
+    return _csr(validate_data(estimator, X, reset=reset, dtype=FLOATS, accept_sparse=SPARSE))
 
 
 def validated_xy(estimator, X, y, *, reset, y_numeric=False):
     """validated() of X, and scikit-learn's checks of y (on the host, for a CuPy X too): (X, y)."""
     if not on_device(X):
-        return validate_data(estimator, X, y, reset=reset, dtype=FLOATS, multi_output=True, y_numeric=y_numeric)
+        X, y = validate_data(estimator, X, y, reset=reset, dtype=FLOATS, multi_output=True, y_numeric=y_numeric,
+                             accept_sparse=SPARSE)
+        return _csr(X), y
     if y is None:
         raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None.")
     X = _validated_on_device(estimator, X, reset)
@@ -55,6 +61,39 @@ def _validated_on_device(estimator, X, reset):
         raise ValueError("Input X contains NaN or infinity: remove or impute those values first.")
     _check_n_features(estimator, X, reset=reset)
     return X
+
+
+def _csr(X):
+    """A sparse X as CSR (rows sliced per batch), anything else as it is."""
+    return X.tocsr() if hasattr(X, "tocsr") else X
+
+
+def feature_major(X, backend, dtype):
+    """X (rows, features) as the engine reads it, features by rows on the backend: a dense copy of X.T, or
+    for a sparse X, SparseRows."""
+    return SparseRows(X, backend, dtype) if hasattr(X, "tocsr") else backend.asarray(X.T, dtype)
+
+
+class SparseRows:
+    """A sparse X standing in for the engine's feature-major inputs: its rows stay sparse on the host, and
+    each batch (take) or chunk (x_t[:, a:b]) is made dense, transposed, where it is used."""
+
+    sparse_rows = True
+
+    def __init__(self, X, backend, dtype):
+        self.X, self.backend, self.dtype = X.tocsr().astype(dtype), backend, dtype
+        self.shape = (X.shape[1], X.shape[0])
+
+    def take(self, rows, out):
+        """out (features, len(rows)) = the rows at `rows` (on the backend), dense."""
+        out[...] = self.backend.asarray(self.X[self.backend.to_numpy(rows)].toarray().T, self.dtype)
+
+    def __getitem__(self, key):
+        """x_t[:, a:b]: rows a..b-1, dense, feature-major, on the backend."""
+        whole, rows = key
+        if whole != slice(None) or not isinstance(rows, slice):
+            raise IndexError("SparseRows takes x_t[:, a:b] only")
+        return self.backend.asarray(self.X[rows].toarray().T, self.dtype)
 
 
 def sample_weights(sample_weight, X):

@@ -47,13 +47,24 @@ def _scalar(like, value):
 class _Moves:
     """An optimizer whose state is arrays and numbers only (it is pickled with a fitted estimator): `xp` comes
     with each step, and moved() carries the arrays between the host and a backend. Its update is a list of
-    calls (gpunet/calls.py) on its buffers and the step's params and grads, made at the first step on them."""
+    calls (gpunet/calls.py) on its buffers and the step's params and grads, made at the first step on them.
+    Only the state a later step needs is kept between fits (and pickled): the scratch buffers and constants
+    of the update (SCRATCH) are made again at the first step."""
 
     _calls = None  # (params, the update's Calls on them)
+    SCRATCH = ()
+
+    @property
+    def learning_rate(self):
+        """The current learning rate, as scikit-learn's optimizers name it."""
+        return self.lr
 
     def moved(self, to):
-        """self, with every array attribute replaced by to(array) (Backend.asarray or Backend.to_numpy)."""
+        """self, with every array attribute replaced by to(array) (Backend.asarray or Backend.to_numpy); the
+        scratch buffers are dropped (made again at the next step)."""
         self._calls = None  # they name the arrays left behind
+        for name in self.SCRATCH:
+            self.__dict__.pop(name, None)
         for name, value in vars(self).items():
             if isinstance(value, list):
                 setattr(self, name, [to(a) for a in value])
@@ -64,6 +75,8 @@ class _Moves:
     def step(self, xp, params, grads):
         """One update of params from grads: the calls listed for them, made again for other buffers."""
         if self._calls is None or self._calls[0] is not params:
+            if not all(name in vars(self) for name in self.SCRATCH):
+                self._scratch(params)
             self._calls = (params, Calls(self._update_calls(xp, params, grads)))
         self._calls[1]()
 
@@ -71,11 +84,16 @@ class _Moves:
 class SGD(_Moves):
     """scikit-learn's SGD over a flat buffer: v = mu v - lr g; params += v, or with Nesterov, params += mu v - lr g."""
 
+    SCRATCH = ("tmp", "update", "_mu", "_lr")
+
     def __init__(self, params, lr, schedule="constant", momentum=0.9, nesterov=True, power_t=0.5):
         self.lr_init, self.lr, self.schedule = float(lr), float(lr), schedule
         self.momentum, self.nesterov, self.power_t = float(momentum), nesterov, float(power_t)
-        self.v, self.tmp, self.update = (params * 0 for _ in range(3))
-        self._mu, self._lr = _scalar(params, momentum), _scalar(params, lr)
+        self.v = params * 0
+
+    def _scratch(self, params):
+        self.tmp, self.update = params * 0, params * 0
+        self._mu, self._lr = _scalar(params, self.momentum), _scalar(params, self.lr)
 
     def _update_calls(self, xp, params, grads):
         v, tmp, update, mu = self.v, self.tmp, self.update, self._mu
@@ -88,15 +106,19 @@ class SGD(_Moves):
     def iteration_ends(self, t):
         if self.schedule == "invscaling":
             self.lr = self.lr_init / (t + 1) ** self.power_t
-            self._lr[...] = self.lr
+            self._set_lr()
 
     def trigger_stopping(self):
         """Whether to stop; with the adaptive schedule, divide the rate by 5 instead while it is above 1e-6."""
         if self.schedule != "adaptive" or self.lr <= 1e-6:
             return True
         self.lr /= 5.0
-        self._lr[...] = self.lr
+        self._set_lr()
         return False
+
+    def _set_lr(self):
+        if "_lr" in vars(self):  # else made from lr at the next step
+            self._lr[...] = self.lr
 
 
 class Adam(_Moves):
@@ -105,15 +127,19 @@ class Adam(_Moves):
     m and v are the rows of one (2, P) buffer, so that one multiplication by [b1; b2] (whole rows: NumPy
     broadcasts a column at half the speed) and one addition move both: 10 calls a step instead of 12."""
 
+    SCRATCH = ("terms", "betas", "tmp", "update", "_c")
+
     def __init__(self, params, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
         self.lr_init, self.lr = float(lr), float(lr)
         self.beta_1, self.beta_2, self.epsilon, self.t = float(beta_1), float(beta_2), float(epsilon), 0
         self.mv = params[None].repeat(2, axis=0) * 0  # [m; v]
-        self.terms = self.mv.copy()  # [(1 - b1) g; (1 - b2) g^2]
-        self.betas = self.mv.copy()
-        self.betas[0], self.betas[1] = beta_1, beta_2
+
+    def _scratch(self, params):
+        self.terms = self.mv * 0  # [(1 - b1) g; (1 - b2) g^2]
+        self.betas = self.mv * 0
+        self.betas[0], self.betas[1] = self.beta_1, self.beta_2
         self.tmp, self.update = params * 0, params * 0
-        self._c = [_scalar(params, c) for c in (1 - beta_1, 1 - beta_2, epsilon, -lr)]
+        self._c = [_scalar(params, c) for c in (1 - self.beta_1, 1 - self.beta_2, self.epsilon, -self.lr)]
 
     def _update_calls(self, xp, params, grads):
         (m, v), (g1, g2), tmp, update = self.mv, self.terms, self.tmp, self.update
@@ -129,6 +155,8 @@ class Adam(_Moves):
     def step(self, xp, params, grads):
         self.t += 1
         self.lr = self.lr_init * math.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
+        if "_c" not in vars(self):
+            self._scratch(params)
         self._c[-1][...] = -self.lr
         super().step(xp, params, grads)
 
@@ -238,7 +266,11 @@ class Engine:
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]
             ws = self.workspace(rows.shape[0])
-            ws.gather(x_t, y_t, rows)
+            if getattr(x_t, "sparse_rows", False):  # a sparse X (gpunet.sklearn_arrays.SparseRows): rows made dense
+                x_t.take(rows, ws.x)
+                self.backend.take(y_t, rows, out=ws.y)
+            else:
+                ws.gather(x_t, y_t, rows)
             self.batch_gradient(ws, sw_t, rows)
             opt.step(xp, self.net.params, self.net.grads)
         return self.loss(n)
@@ -392,7 +424,7 @@ def fit_lbfgs(engine, x_t, y_t, max_iter, max_fun, tol, sw_t=None):
     import scipy.optimize  # only this solver needs scipy
 
     ws = engine.workspace(x_t.shape[1])
-    ws.x[...], ws.y[...] = x_t, y_t
+    ws.x[...], ws.y[...] = x_t[:, :], y_t  # x_t[:, :] makes a sparse X's rows dense
     res = scipy.optimize.minimize(
         engine.loss_and_grad, engine.params_host().astype(np.float64), args=(ws, sw_t), method="L-BFGS-B", jac=True,
         options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol},

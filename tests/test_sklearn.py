@@ -277,7 +277,7 @@ def test_float32_on_each_backend_agrees_with_float64_on_the_cpu(backend, solver)
     assert rel(ours.predict_proba(x), reference.predict_proba(x)) < tol
     if solver != "lbfgs":  # the optimizer's state waits on the host between calls: a fitted model pickles anywhere
         ours = pickle.loads(pickle.dumps(ours)).partial_fit(x, y)
-        state = [a for v in vars(ours._opt).values() for a in (v if isinstance(v, list) else [v])]
+        state = [a for v in vars(ours._optimizer).values() for a in (v if isinstance(v, list) else [v])]
         assert all(isinstance(a, np.ndarray) for a in state if hasattr(a, "shape")) and len(state) > 3
         assert all(a.shape == () for a in state if getattr(a, "size", 0) == 1)  # moved back and forth: still 0-d
 
@@ -308,3 +308,38 @@ def test_an_unsupported_dtype_is_refused():
     x, y = regression("diabetes")
     with pytest.raises(ValueError, match="dtype must be float32, float64"):
         gs.MLPRegressor(dtype="float16", backend="cpu", max_iter=1).fit(x, y)
+
+
+@pytest.mark.parametrize("solver", ["adam-early", "nesterov", "lbfgs"])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_input_matches_scikit_learn(solver, fmt):
+    """A sparse X (a third of its cells zero) trains as scikit-learn's does and predicts the same; each batch's
+    rows are made dense as they are gathered."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    x, y = classification("digits")
+    x = np.where(np.abs(x) < 0.5, 0.0, x)
+    xs = getattr(scipy_sparse, f"{fmt}_matrix")(x)
+    kw = dict(hidden_layer_sizes=(16,), random_state=0, max_iter=8, **SOLVERS.get(solver, dict(solver=solver)))
+    ours, theirs = side_by_side(gs.MLPClassifier(backend="cpu", **kw), sk.MLPClassifier(**kw), xs, y)
+    assert_same_fit(ours, theirs, 1e-10)
+    np.testing.assert_allclose(ours.predict_proba(xs), theirs.predict_proba(xs), rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(ours.predict_proba(xs), ours.predict_proba(x), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_a_pickled_estimator_is_small_and_continues_as_one_never_pickled(solver):
+    """Only the optimizer's state a later step needs is pickled (Adam's m and v, SGD's velocity): smaller
+    than scikit-learn's pickle, and five partial_fit calls after a round trip give what five without it give."""
+    x, y = classification("digits")
+    kw = dict(hidden_layer_sizes=(64,), random_state=0, max_iter=3, solver=solver)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours, theirs = gs.MLPClassifier(backend="cpu", **kw).fit(x, y), sk.MLPClassifier(**kw).fit(x, y)
+    assert len(pickle.dumps(ours)) < len(pickle.dumps(theirs))
+    thawed = pickle.loads(pickle.dumps(ours))
+    for _ in range(5):
+        ours.partial_fit(x, y)
+        thawed.partial_fit(x, y)
+    for a, b in zip(thawed.coefs_ + thawed.intercepts_, ours.coefs_ + ours.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert thawed.loss_curve_ == ours.loss_curve_ and thawed._optimizer.learning_rate == ours._optimizer.learning_rate
