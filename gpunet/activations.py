@@ -1,45 +1,60 @@
-"""Hidden-layer activations, each applied in place and leaving its derivative in a buffer, written once against `xp`.
+"""Hidden-layer activations, each written once: its function of z and its derivative written as a function
+of its output a = act(z), as expressions of gpunet/fused.py's language, run by the CPU engine and CUDA.
 
-`act(xp, z, d, zero, one)` lists the calls (gpunet/calls.py) that turn z into act(z) in place and fill d
-with act'(z), read back by the backward pass as one multiplication (dL/dz = dL/dact * d). Each derivative
-is written from the activation's own output, so no copy of z is kept. `zero` and `one` are 0-d arrays of
-z's dtype (NumPy takes those faster than Python scalars). The workspace fills d with ones when it makes
-it, which is identity's derivative.
+From the derivative come the passes the network runs: `backward_pass`, dL/dz = g * act'(z) with act'(z) read
+from a, which the next layer's input holds anyway, so that no copy of z and no derivative buffer is kept
+(large layers, and CUDA); and `derivative_pass`, act'(z) into a buffer that the forward pass fills and the
+backward pass multiplies by (the CPU's small layers, where a few kilobytes save a call: what NumPy's time is
+spent on there).
 """
 
+from dataclasses import dataclass
+
 from gpunet.errors import ConfigError
+from gpunet.fused import Pass
 
 
-def relu(xp, z, d, zero, one):
-    # relu'(z): 1.0 where z > 0, in the float dtype (float x bool runs at half speed; maximum and sign, at a
-    # third of the speed of greater and multiply on float32)
-    return [(xp.greater, (z, zero, d)), (xp.multiply, (z, d, z))]
+@dataclass(frozen=True)
+class Activation:
+    """act: `forward`, an expression of z, or None for z * act'(z) with the derivative read at z (ReLU's own
+    identity: relu(z) = z * [z > 0], and [z > 0] = [relu(z) > 0]); `derivative`, act'(z) as an expression of
+    a = act(z), or None where it is 1 (the identity, which then has no pass at all)."""
+
+    name: str
+    forward: str | None
+    derivative: str | None
+
+    @property
+    def forward_pass(self):
+        """z -> act(z) (input z), or None (the identity)."""
+        if self.derivative is None and self.forward is None:
+            return None
+        if self.forward is None:  # z * act'(z), its input named as the derivative's variable
+            return Pass(self.name, ("a",), f"a * ({self.derivative})")
+        return Pass(self.name, ("z",), self.forward)
+
+    @property
+    def backward_pass(self):
+        """g -> g * act'(z), from a = act(z) (inputs g, a), or None (the identity)."""
+        return None if self.derivative is None else Pass(f"{self.name}_grad", ("g", "a"), f"g * ({self.derivative})")
+
+    @property
+    def derivative_pass(self):
+        """act'(z) from a (input a), or None (the identity); for ReLU, whose forward is None, the same from z."""
+        return None if self.derivative is None else Pass(f"{self.name}_derivative", ("a",), self.derivative)
 
 
-def tanh(xp, z, d, zero, one):
-    return [(xp.tanh, (z, z)), (xp.multiply, (z, z, d)), (xp.subtract, (one, d, d))]  # tanh' = 1 - tanh^2
-
-
-def sigmoid(xp, z, d, zero, one):
-    return [
-        (xp.negative, (z, z)),
-        (xp.exp, (z, z)),  # exp(-z) overflows to inf for z < -88 (float32): 1 / inf is the right 0
-        (xp.add, (z, one, z)),
-        (xp.reciprocal, (z, z)),
-        (xp.subtract, (one, z, d)),
-        (xp.multiply, (d, z, d)),  # sigmoid' = s (1 - s)
-    ]
-
-
-def identity(xp, z, d, zero, one):
-    return []  # d holds ones from the start
-
-
-ACTIVATIONS = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid, "identity": identity}
+ACTIVATIONS = {
+    # the mask as a multiplication: NaN stays NaN (a diverged run shows as one), and relu(z) is the tutorial's z * (z > 0)
+    "relu": Activation("relu", None, "a > 0"),
+    "tanh": Activation("tanh", "tanh(z)", "1 - a * a"),
+    "sigmoid": Activation("sigmoid", "1 / (1 + exp(-z))", "(1 - a) * a"),  # exp(-z) = inf for z < -88: 1 / inf = 0
+    "identity": Activation("identity", None, None),
+}
 
 
 def activation(name):
-    """The activation function called `name`."""
+    """The activation called `name`."""
     if name not in ACTIVATIONS:
         raise ConfigError(f"unknown --activation {name!r}: choose one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]

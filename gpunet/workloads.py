@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 from gpunet.errors import ConfigError
+from gpunet.fused import WHOLE
 from gpunet.train import Config
 
 WORKLOADS = {
@@ -39,10 +40,12 @@ def matmul_flops(config):
 
 
 def needed_bytes(config):
-    """Bytes the math cannot do without: data, parameters, gradients, and per layer its output, the
-    gradient with respect to it, and for hidden layers the ReLU derivative."""
+    """Bytes the math cannot do without: data, parameters, gradients, and per layer its output and the
+    gradient with respect to it (a hidden layer's activation is written over its input), and on the CPU a
+    small hidden layer's derivative (gpunet/fused.py; a large one's is read from its output)."""
     sizes, n = config.sizes, config.n
     item = 8 if config.dtype == "float64" else 4
     params = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
-    acts = sum(3 * n * h for h in sizes[1:-1]) + 2 * n * sizes[-1]
+    kept = sum(n * h for h in sizes[1:-1] if n * h < WHOLE and config.activation != "identity")
+    acts = 2 * n * sum(sizes[1:]) + kept
     return item * (n * (sizes[0] + sizes[-1]) + 2 * params + acts)

@@ -1,8 +1,11 @@
-"""Planted bugs that every correctness check must catch: the backward pass forgets the ReLU mask, or
-takes a wrong softmax gradient."""
+"""Planted bugs that every correctness check must catch: the backward pass forgets the ReLU mask, a fused
+pass's derivative is written wrong, or the softmax gradient is wrong."""
+
+from dataclasses import replace
 
 import numpy as np
 
+from gpunet import activations
 from gpunet.losses import SoftmaxCrossEntropy
 from gpunet.model import Workspace
 
@@ -10,17 +13,25 @@ from gpunet.model import Workspace
 def drop_relu_mask(monkeypatch, dtype=None):
     """Make the backward pass skip the ReLU (for networks of `dtype` only, when given).
 
-    The forward pass and the loss stay right; only the derivatives the backward pass reads are set to 1.
+    The forward pass and the loss stay right; only the backward pass's multiplication by relu'(z) is left out
+    (of the workspaces made from here on).
     """
-    error = Workspace.error
+    backward_calls = Workspace._backward_calls
 
-    def buggy(self, loss_out=None):
-        error(self, loss_out)
-        if dtype is None or self.net.dtype == np.dtype(dtype):
-            for d in self.d:
-                d[...] = 1
+    def buggy(self, act):
+        if act.name == "relu" and (dtype is None or self.net.dtype == np.dtype(dtype)):
+            act = replace(act, derivative=None)  # the backward pass's view of it only: the forward stays ReLU
+        return backward_calls(self, act)
 
-    monkeypatch.setattr(Workspace, "error", buggy)
+    monkeypatch.setattr(Workspace, "_backward_calls", buggy)
+
+
+def wrong_fused_derivative(monkeypatch, name="tanh"):
+    """Write activation `name`'s derivative wrong, as a slip of the pen would: tanh' as 1 - a instead of
+    1 - a^2, sigmoid' as a instead of (1 - a) a. Every pass made from it is wrong: the CPU's fused pass over
+    large layers, its derivative buffer on small ones, and CUDA's kernel."""
+    wrong = {"tanh": "1 - a", "sigmoid": "a"}[name]
+    monkeypatch.setitem(activations.ACTIVATIONS, name, replace(activations.ACTIVATIONS[name], derivative=wrong))
 
 
 def wrong_softmax_gradient(monkeypatch, dtype=None):

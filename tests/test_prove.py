@@ -10,7 +10,7 @@ from gpunet.agree import compare
 from gpunet.bench import GpunetRunner, measure
 from gpunet.train import Config, train
 from gpunet.workloads import WORKLOADS, matmul_flops, needed_bytes
-from tests.planted import drop_relu_mask
+from tests.planted import drop_relu_mask, wrong_fused_derivative
 from tests.clitools import run
 
 
@@ -53,6 +53,16 @@ def test_gradcheck_passes_and_catches_a_missing_mask(monkeypatch):
     assert r.stdout.count("PASS") == 7  # six tensors and the verdict
     drop_relu_mask(monkeypatch)
     r = run("gradcheck", "--backend", "cpu", "--hidden", "16,8")
+    assert r.exit_code == 1 and "FAIL" in r.stdout
+
+
+@pytest.mark.parametrize("n", ["8", "2000"], ids=["whole", "blocked"])  # 16 x 2000 hidden units: fused in blocks
+def test_gradcheck_catches_a_wrong_fused_derivative(monkeypatch, n):
+    args = ("gradcheck", "--backend", "cpu", "--activation", "tanh", "--hidden", "16", "--n", n)
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    wrong_fused_derivative(monkeypatch, "tanh")
+    r = run(*args)
     assert r.exit_code == 1 and "FAIL" in r.stdout
 
 

@@ -1,0 +1,140 @@
+"""Fused element-wise passes: each engine against the expression, each derivative against central differences
+of its activation, the CUDA kernels' C against the same expression, and the memory they save."""
+
+import re
+
+import numpy as np
+import pytest
+
+from gpunet import backend as backends
+from gpunet import fused
+from gpunet.activations import ACTIVATIONS
+from gpunet.gradcheck import generic_network, gradcheck
+from gpunet.model import Network
+from tests import fake_device
+from tests.planted import drop_relu_mask, wrong_fused_derivative
+
+CPU = backends.resolve("cpu")
+ACTS = [a for a in ACTIVATIONS.values() if a.derivative is not None]
+PASSES = [p for a in ACTS for p in (a.forward_pass, a.backward_pass, a.derivative_pass)]
+# elements: whole (tiny, and just below the blocks), blocked (exactly two blocks, and a ragged last block)
+SIZES = [(3, 5), (1, fused.WHOLE - 1), (2, fused.BLOCK), (7, fused.BLOCK // 3 + 5)]
+
+
+def operands(p, shape, dtype, seed=0):
+    """Inputs for pass `p`: z anywhere (zeros included), a as an activation's output, g an error."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(shape).astype(dtype)
+    z.reshape(-1)[::11] = 0  # ReLU's kink, where > and >= differ
+    named = {"z": z, "a": np.tanh(z).astype(dtype) if "tanh" in p.name else np.maximum(z, 0) if "relu" in p.name
+             else (1 / (1 + np.exp(-z))).astype(dtype), "g": rng.standard_normal(shape).astype(dtype)}
+    return [named[name] for name in p.inputs]
+
+
+def reference(expr, inputs, names):
+    """The expression evaluated by NumPy in float64, whole arrays: an independent run of the same math."""
+    env = {"exp": np.exp, "tanh": np.tanh, **{n: np.asarray(v, np.float64) for n, v in zip(names, inputs)}}
+    return eval(expr, env)  # the language is Python's syntax (gpunet/fused.py)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", SIZES, ids=str)
+@pytest.mark.parametrize("p", PASSES, ids=lambda p: p.name)
+def test_cpu_engine_computes_the_expression_in_place(p, shape, threads):
+    for dtype, tol in ((np.float32, 2e-7), (np.float64, 1e-15)):
+        inputs = operands(p, shape, dtype)
+        expected = reference(p.expr, inputs, p.inputs)
+        out = inputs[0]  # in place over the first input, as the network runs them
+        fused.calls(CPU, p, *inputs, out, threads=threads)()
+        np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: a.name)
+def test_each_derivative_is_the_derivative_of_its_activation(act):
+    """act'(z) as written from a = act(z), against central differences of the forward pass, in float64."""
+    z = np.linspace(-4, 4, 2 * fused.WHOLE + 3).reshape(1, -1)
+    z = z[:, np.abs(z[0]) > 1e-3]  # off ReLU's kink
+    h = 1e-6
+
+    def forward(v):
+        v = v.copy()
+        fused.calls(CPU, act.forward_pass, v, v)()
+        return v
+
+    numeric = (forward(z + h) - forward(z - h)) / (2 * h)
+    g = np.ones_like(z)
+    fused.calls(CPU, act.backward_pass, g, forward(z), g)()  # the blocked pass
+    d = np.empty_like(z[:, :100])
+    fused.calls(CPU, act.derivative_pass, forward(z)[:, :100], d)()  # the whole-array pass (small layers)
+    np.testing.assert_allclose(g, numeric, atol=1e-8)
+    np.testing.assert_allclose(d, numeric[:, :100], atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+def test_a_wrong_fused_derivative_fails_the_checks(monkeypatch, name):
+    act = ACTIVATIONS[name]
+    wrong_fused_derivative(monkeypatch, name)
+    with pytest.raises(AssertionError):
+        test_each_derivative_is_the_derivative_of_its_activation(ACTIVATIONS[name])
+    for n in (7, 1000):  # the small layer's derivative buffer, and the large layer's fused pass
+        errors = dict(gradcheck(generic_network(CPU, [3, 40, 2], n=n, activation=name)))
+        assert errors["w1"] > 1e-3, (n, errors)
+    assert ACTIVATIONS[name] != act
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
+@pytest.mark.parametrize("n", [7, 1000], ids=["whole", "blocked"])
+def test_backward_matches_finite_differences_on_both_cpu_paths(activation, n):
+    ws = generic_network(CPU, [3, 40, 5, 2], n=n, activation=activation, loss="mse")
+    assert (ws.d[0] is None) == (n == 1000 or activation == "identity")  # 40 x 1000: read from the output
+    errors = gradcheck(ws)
+    assert max(e for _, e in errors) < 1e-6, errors
+
+
+def test_a_missing_mask_fails_on_the_blocked_path(monkeypatch):
+    drop_relu_mask(monkeypatch)
+    errors = dict(gradcheck(generic_network(CPU, [3, 40, 2], n=1000)))
+    assert errors["w1"] > 1e-2
+
+
+def test_large_layers_keep_no_derivative_buffer():
+    sizes, n = [16, 512, 4], 256  # 512 x 256 hidden units: blocked
+    ws = Network(CPU, sizes, np.zeros(4 * 0 + (17 * 512 + 513 * 4)), np.float32).workspace(n)
+    assert ws.d == [None]
+    assert ws.bytes() == 4 * (17 * n + 513 * n + 4 * n + 512 * n + 4 * n + 4 * n)  # a[0], a[1], z[-1], g[0], g[1], y
+
+
+@pytest.mark.parametrize("p", PASSES, ids=lambda p: p.name)
+def test_cuda_source_is_the_same_expression(p):
+    """The kernel's C, its casts to T taken out, read as Python: the same values as the CPU engine's."""
+    inputs = operands(p, (4, 33), np.float64)
+    python = re.sub(r"\(T\)", "", p.cuda_source)
+    env = {"exp": np.exp, "tanh": np.tanh, **dict(zip(p.inputs, inputs))}
+    out = inputs[0].copy()
+    fused.calls(CPU, p, *inputs, out)()
+    np.testing.assert_allclose(eval(python, env), out, rtol=1e-15)
+
+
+def test_cuda_runs_one_kernel_per_pass_made_once(monkeypatch):
+    made = []
+
+    class ElementwiseKernel:
+        def __init__(self, in_params, out_params, operation, name):
+            made.append((in_params, out_params, operation, name))
+
+        def __call__(self, *arrays):
+            raise AssertionError("not run here")
+
+    fake = fake_device.install(monkeypatch)
+    fake.ElementwiseKernel = ElementwiseKernel
+    cuda = backends.Backend("cuda", fake, "Fake", 0)
+    p = ACTIVATIONS["relu"].backward_pass
+    g, a = fake_device.to_device(np.ones(3)), fake_device.to_device(np.ones(3))
+    first, again = fused.calls(cuda, p, g, a, g), fused.calls(cuda, p, g, a, g)
+    assert made == [("T g, T a", "T out", "out = (g * (T)(a > (T)0))", "gpunet_relu_grad")]
+    assert len(first) == 1 and first[0][0] is again[0][0] and first[0][1] == (g, a, g)
+
+
+def test_a_pass_outside_the_language_is_refused():
+    with pytest.raises(ValueError, match="not in a fused pass's language"):
+        fused.Pass("bad", ("a",), "a ** 2")
