@@ -59,7 +59,7 @@ def table_options(f):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write the loss curve here (PNG; needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the log lines.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the summary line.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary line (and warnings).")
 @tf32_option
 @distributed_options("train")
 @click.pass_context
@@ -96,7 +96,8 @@ def train_cmd(ctx, backend, device, data_path, target, task, features, drop, kee
             click.echo(ranks.note, err=True)
         if lead and not as_json:
             for note in notes:
-                click.echo(note, err=True)
+                if not (quiet and note.startswith("Note: ")):  # --quiet keeps the warnings
+                    click.echo(note, err=True)
         # the table defaults look at every epoch (for early stopping) and print every tenth, as the tutorial does
         shown_every = 10 if config.defaults == "table" and "log_every" not in given else 1
         result = replace(train_reporting(config, b, data, ranks, show, shown_every), notes=notes)

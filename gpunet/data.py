@@ -9,7 +9,7 @@ import numpy as np
 from gpunet.comm import shard_range
 from gpunet.errors import ConfigError, DataError
 from gpunet.prepare import MISSING_MODES, Preparation
-from gpunet.tabular import Scaler, column_indices, count_rows, read_table
+from gpunet.tabular import Scaler, column_indices
 
 # The tutorial's rule: y = 0.2 * x1 - 1.3 * x2 - 0.5 * x3 + N(0, 1) noise.
 TUTORIAL_COEF = (0.2, -1.3, -0.5)
@@ -226,17 +226,20 @@ def table_dataset(table, target=None, val_split=0.2, seed=None, classify=False, 
     if classify and len(t) != 1:
         raise DataError(f"{table.path}: a classifier takes one target column of class labels; --target names {len(t)}")
     inputs = select.inputs(table, t)
-    kept, notes = _rows_with_targets(table, t, part)
-    part = part.of_kept(len(kept))
-    train, val, first, n_val = part.split(len(kept), val_split, seed)
-    prep, warnings = Preparation.fit(table, inputs, kept[train], part.comm, select.missing,
+    labelled, notes = _rows_with_targets(table, t, part)
+    part = part.of_kept(len(labelled))
+    train, val, first, n_val = part.split(len(labelled), val_split, seed)
+    if not len(train):
+        raise DataError(f"{table.path}: {_share(part)}no training row has a target; " +
+                        ("launch fewer ranks" if _ranks(part) else "give --val-split below 1"))
+    prep, warnings = Preparation.fit(table, inputs, labelled[train], part.comm, select.missing,
                                      [table.names[i] for i in select.kept(table)])
-    x, filled, unseen = prep.transform(table, inputs, kept)
-    notes += warnings + _fill_notes(table.path, filled, unseen, part)
+    x, filled, unseen = prep.transform(table, inputs, labelled)
+    notes += warnings + cell_notes(table.path, filled, unseen, part)
     x_scaler = part.fit(x[train])
     x, constant = _standardised_inputs(table, x, x_scaler, prep.features)
     targets = _classes if classify else _values
-    y, y_scaler, classes, more = targets(table, t, kept, (train, val), part)
+    y, y_scaler, classes, more = targets(table, t, labelled, (train, val), part)
     data = Dataset(*_split(x, y, (train, val)), x_scaler, y_scaler, prep.names, [table.names[j] for j in t],
                    notes + constant + more, classes, prep=prep)
     if part.comm is None or part.comm.size == 1:
@@ -275,7 +278,12 @@ class Select:
 
     def inputs(self, table, targets):
         """The input columns' indices, in the table's order (or --features' order)."""
-        out = set(targets) | set(self.kept(table)) | set(column_indices(table, self.drop, "--drop") if self.drop else [])
+        dropped = column_indices(table, self.drop, "--drop") if self.drop else []
+        for option, columns in (("--keep", self.kept(table)), ("--drop", dropped)):
+            clash = [table.names[i] for i in columns if i in targets]
+            if clash:
+                raise DataError(f"{table.path}: {option} names {clash[0]!r}, the target; give a column that is not")
+        out = set(targets) | set(self.kept(table)) | set(dropped)
         if self.features:
             chosen = column_indices(table, self.features, "--features")
             clash = [table.names[i] for i in chosen if i in out]
@@ -290,47 +298,62 @@ class Select:
 
 def _rows_with_targets(table, t, part):
     """(indices of the rows whose targets are all present, notes): rows with a missing target are dropped."""
-    missing = np.zeros(table.rows, bool)
-    for j in t:
-        missing |= missing_cells(table.columns[j])
-    dropped = part.count(int(np.count_nonzero(missing)))
+    missing = missing_targets(table, t)
+    dropped, left = part.count(int(np.count_nonzero(missing))), part.count(int(np.count_nonzero(~missing)))
     names = ", ".join(table.names[j] for j in t)
+    if not left:
+        raise DataError(f"{table.path}: the target ({names}) has no values")
     notes = [f"Note: {table.path}: dropped {dropped} rows whose target ({names}) is missing"] if dropped else []
     return np.flatnonzero(~missing), notes
 
 
+def missing_targets(table, t):
+    """Where any of the target columns `t` has a missing cell (a row to leave out)."""
+    missing = np.zeros(table.rows, bool)
+    for j in t:
+        missing |= missing_cells(table.columns[j])
+    return missing
+
+
 def missing_cells(col):
-    """Where a column's cells are missing: NaN numbers, empty or blank text."""
+    """Where a column's cells are missing: NaN numbers, empty or blank text, or the text NaN."""
     if col.dtype.kind == "f":
         return np.isnan(col)
     if col.dtype.kind in "iu":
         return np.zeros(len(col), bool)
-    return np.char.strip(col.astype(str)) == ""
+    text = np.char.strip(col.astype(str))
+    return (text == "") | (np.char.lower(text) == "nan")
 
 
-def _fill_notes(path, filled, unseen, part):
-    """One line for the missing cells filled, one for the categories not seen in training (counted over the ranks)."""
+def cell_notes(path, filled, unseen, part=None, how="with the training rows' mean, or for text a category of their "
+               "own; --missing error refuses them"):
+    """One line for the missing cells filled (`how`), one for the cells made all zeros (counted over the ranks)."""
     notes = []
-    for counts, say in ((filled, "Note: {path}: filled {n} missing cells ({each}) with the training rows' mean, or for text a "
-                         "category of their own; --missing error refuses them"),
-                        (unseen, "Warning: {path}: {n} cells hold a category not seen in training ({each}); they are all zeros")):
-        names = sorted({k for share in (part.comm.allgather(list(counts)) if _ranks(part) else [list(counts)])
-                        for k in share})
+    for counts, say in ((filled, "Note: {path}: filled {n} missing cells ({each}) " + how),
+                        (unseen, "Warning: {path}: {n} cells hold a category not seen in training, or are missing "
+                         "where training had none ({each}); they are all zeros")):
+        ranks = part is not None and _ranks(part)
+        names = sorted({k for share in (part.comm.allgather(list(counts)) if ranks else [list(counts)]) for k in share})
         if not names:
             continue
-        n = part.comm.sum([counts.get(k, 0) for k in names]) if _ranks(part) else [counts[k] for k in names]
+        n = part.comm.sum([counts.get(k, 0) for k in names]) if ranks else [counts[k] for k in names]
         each = ", ".join(f"{k}: {int(c)}" for k, c in zip(names, n))
         notes.append(say.format(path=path, n=int(sum(n)), each=each))
     return notes
+
+
+def _share(part):
+    """'rank r's share: ' with several ranks, else ''."""
+    return f"rank {part.comm.rank}'s share of the rows: " if _ranks(part) else ""
 
 
 def _ranks(part):
     return part.comm is not None and part.comm.size > 1
 
 
-def _values(table, t, kept, split, part):
-    """(standardised targets, their Scaler, None, notes) for regression on the `kept` rows."""
-    y = target_values(table, t, kept)
+def _values(table, t, labelled, split, part):
+    """(standardised targets, their Scaler, None, notes) for regression on the `labelled` rows."""
+    y = target_values(table, t, labelled)
     y_scaler = part.fit(y[split[0]])
     flat = y_scaler.constant()
     if flat.size:
@@ -373,9 +396,9 @@ def class_labels(col):
     return col
 
 
-def _classes(table, t, kept, split, part):
-    """(one-hot rows, identity Scaler, classes, notes) for the class labels in column t[0] of the `kept` rows."""
-    labels = class_labels(table.columns[t[0]][kept])
+def _classes(table, t, labelled, split, part):
+    """(one-hot rows, identity Scaler, classes, notes) for the class labels in column t[0] of the `labelled` rows."""
+    labels = class_labels(table.columns[t[0]][labelled])
     train, val = split
     classes = part.classes(labels[train])
     if len(classes) < 2:
@@ -386,17 +409,3 @@ def _classes(table, t, kept, split, part):
     notes = [f"Warning: {table.path}: {unknown} validation rows have a label not among the training rows' classes; "
              "they count as misclassified"] if unknown else []
     return y, Scaler.identity(len(classes)), classes, notes
-
-
-def read_dataset(path, target=None, val_split=0.2, seed=None, classify=False, comm=None):
-    """table_dataset of the table at `path`; with several ranks (`comm`), each reads only its share of
-    the rows and the statistics are combined over the ranks.
-
-    Raises:
-        DataError: as read_table and table_dataset.
-    """
-    if comm is None or comm.size == 1:
-        return table_dataset(read_table(path), target, val_split, seed, classify)
-    total = count_rows(path)
-    lo, hi = shard_range(total, comm.size, comm.rank)
-    return table_dataset(read_table(path, rows=(lo, hi)), target, val_split, seed, classify, Part(lo, total, comm))

@@ -3,10 +3,12 @@
 
 import csv
 import io
+import os
+import warnings
 
 import numpy as np
 
-from gpunet.data import class_labels, missing_cells, one_hot, target_values
+from gpunet.data import cell_notes, class_labels, missing_targets, one_hot, target_values
 from gpunet.errors import DataError
 from gpunet.losses import softmax
 from gpunet.model import Network
@@ -15,7 +17,7 @@ from gpunet.tabular import column_indices
 CHUNK = 65536  # rows per forward pass: bounds the workspace for large files
 
 
-def predict(model, data, backend="auto", proba=False, target=None, by_position=False, device=None):
+def predict(model, data, backend="auto", proba=False, target=None, by_position=False, device=None, delimiter=None):
     """A saved model's predictions for a table.
 
     Args:
@@ -25,7 +27,8 @@ def predict(model, data, backend="auto", proba=False, target=None, by_position=F
             prepared as in training (missing cells filled, text one-hot).
         backend: "cpu", "cuda", "auto", or a resolved gpunet.backend.Backend.
         proba: a classifier's class probabilities (rows, classes) instead of its labels.
-        target, by_position, device: as `gpunet predict`'s --target, --by-position and --device.
+        target, by_position, device, delimiter: as `gpunet predict`'s --target, --by-position, --device and
+            --delimiter.
 
     Returns:
         A regressor's predictions (rows, targets) in the targets' own units; a classifier's labels (rows,),
@@ -33,10 +36,14 @@ def predict(model, data, backend="auto", proba=False, target=None, by_position=F
     """
     from gpunet import backend as backends
     from gpunet import checkpoint
-    from gpunet.tabular import as_table
+    from gpunet.tabular import as_table, read_table
 
     model = model if isinstance(model, checkpoint.SavedModel) else checkpoint.load(model)
-    x, _, _ = columns(model, as_table(data), with_targets=False, target=target, by_position=by_position)
+    table = read_table(os.fspath(data), delimiter=delimiter) if isinstance(data, (str, os.PathLike)) else as_table(data)
+    x, _, notes = columns(model, table, with_targets=False, target=target, by_position=by_position)
+    for note in notes:
+        if note.startswith("Warning: "):
+            warnings.warn(note[len("Warning: "):], stacklevel=2)
     b = backend if isinstance(backend, backends.Backend) else backends.resolve(backend, device or 0)
     y = outputs(model, x, b)
     return y if model.classes is None or proba else labels(model, y)
@@ -63,25 +70,16 @@ def columns(model, table, with_targets, target=None, by_position=False):
         inputs = _by_position(model, table, names, t)
     notes, rows = _extra_columns(model, table, inputs, t), None
     if with_targets:
-        missing = np.zeros(table.rows, bool)
-        for j in t:
-            missing |= missing_cells(table.columns[j])
+        missing = missing_targets(table, t)
         rows = np.flatnonzero(~missing)
         if missing.any():
             notes.append(f"Note: {table.path}: left out {int(missing.sum())} rows whose target is missing")
     x, filled, unseen = model.prep.transform(table, inputs, rows)
-    notes += [f"Note: {table.path}: filled {sum(filled.values())} missing cells ({_each(filled)}) as in training"
-              ] if filled else []
-    notes += [f"Warning: {table.path}: {sum(unseen.values())} cells hold a category not seen in training ({_each(unseen)}); "
-              "they are all zeros"] if unseen else []
+    notes += cell_notes(table.path, filled, unseen, how="as in training")
     if not with_targets:
         return x, None, notes
     y = class_labels(table.columns[t[0]][rows]) if model.classes is not None else target_values(table, t, rows)
     return x, y, notes
-
-
-def _each(counts):
-    return ", ".join(f"{k}: {v}" for k, v in counts.items())
 
 
 def _targets(model, table, target, with_targets, by_position):
@@ -120,7 +118,19 @@ def _by_position(model, table, names, t):
         need = f"{len(names)} inputs" + (f" and {len(t)} targets" if t else "")
         raise DataError(f"{table.path}: has {len(rest) + len(t)} columns; matched by position, the model needs "
                         f"{need} ({', '.join(names + [model.target_names[k] for k in range(len(t))])})")
+    for c, j in zip(model.prep.columns, rest):  # numbers where the model takes text: not the same columns
+        if c.kind == "category" and table.columns[j].dtype.kind in "iuf" and not all(map(_number, c.categories)):
+            raise DataError(f"{table.path}: column {j + 1} holds numbers, but the model takes text there (column "
+                            f"{c.name!r}): give a table with the model's column names (CSV, Parquet, a DataFrame)")
     return rest
+
+
+def _number(text):
+    """Whether a category is a number written as text ("" too: the missing cells' category)."""
+    try:
+        return not text or bool(float(text) == float(text))
+    except ValueError:
+        return False
 
 
 def _extra_columns(model, table, inputs, t):

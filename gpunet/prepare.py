@@ -26,12 +26,14 @@ class Column:
         fill: a number column's value for its missing cells (the training rows' mean); None: they are errors.
         categories: a category column's sorted categories from the training rows, "" standing for its
             missing cells when the training rows had some; a category not among them is all zeros.
+        missing: "fill", or "error": missing cells are refused (--missing error).
     """
 
     name: str
     kind: str = "number"
     fill: float | None = None
     categories: list = field(default_factory=list)
+    missing: str = "fill"
 
     @property
     def features(self):
@@ -99,7 +101,8 @@ class Preparation:
     def transform(self, table, indices, rows=None):
         """(inputs, filled, unseen) for the table's `rows` (default: all) of the columns at `indices`
         (one per Column, in order): float64 of shape (rows, len(features)), and per column name the
-        missing cells filled and the categories not seen in training (all zeros), where there are some.
+        missing cells filled and the cells made all zeros (a category not seen in training, or a missing
+        text cell where training had none), where there are some.
 
         Raises:
             DataError: naming the file, row and column of a cell that is not a number, not finite, or
@@ -113,7 +116,7 @@ class Preparation:
             if c.kind == "number":
                 n_filled = _put_numbers(table, j, rows, c.fill, out[:, at])
             else:
-                n_filled, n_unseen = _put_one_hot(table, j, rows, c.categories, out[:, at : at + width])
+                n_filled, n_unseen = _put_one_hot(table, j, rows, c, out[:, at : at + width])
                 if n_unseen:
                     unseen[c.name] = n_unseen
             if n_filled:
@@ -126,7 +129,7 @@ NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$"
 
 
 def _mostly_numbers(table, j, rows, comm):
-    """Whether more of text column j's training cells are numbers than not: a column of numbers with a few
+    """Whether at least half of text column j's training cells are numbers: a column of numbers with a few
     bad cells, which are then named as errors, not taken as categories."""
     text = _text(table, j, rows)
     numbers = pc.sum(pc.match_substring_regex(text, NUMBER, ignore_case=True)).as_py() or 0
@@ -138,7 +141,7 @@ def _fit_number(table, j, rows, comm, missing):
     """A number column's Column: the mean of its training rows' values, where missing cells are filled."""
     values = _numbers(table, j, rows)
     if missing == "error":
-        return Column(table.names[j])
+        return Column(table.names[j], missing="error")
     present = values[~np.isnan(values)]
     count, total = comm.sum([len(present), present[np.isfinite(present)].sum()])
     if count == 0:
@@ -150,13 +153,24 @@ def _fit_number(table, j, rows, comm, missing):
 def _fit_category(table, j, rows, comm, missing):
     """A text column's Column: its training rows' sorted categories (with "" for missing cells, if any)."""
     text = _text(table, j, rows)
-    if missing == "error" and text.null_count:
-        table.labels(j)  # names the first missing cell
+    if missing == "error":
+        _refuse_missing(table, j, rows, pc.is_null(text).to_numpy(zero_copy_only=False))
     seen = [v for v in pc.unique(text).to_pylist() if v is not None]
     every = sorted({v for share in comm.allgather(seen) for v in share})
     if comm.any(text.null_count):
         every = [MISSING_CATEGORY, *every]
-    return Column(table.names[j], "category", categories=every)
+    return Column(table.names[j], "category", categories=every, missing=missing)
+
+
+def _refuse_missing(table, j, rows, missing):
+    """A DataError naming the first missing cell among `rows` of column j (`missing` marks them), if any."""
+    if not missing.any():
+        return
+    row = int(rows[np.argmax(missing)])
+    what = "is empty" if table.empty.get(j) == row or table.columns[j].dtype.kind not in "f" else \
+        "is not finite: nan"
+    raise DataError(f"{table._where(row)}, column {j + 1} ({table.names[j]}) {what}; missing cells are refused "
+                    "(--missing error)")
 
 
 def _numbers(table, j, rows):
@@ -187,11 +201,12 @@ def _text(table, j, rows):
     col = table.columns[j][rows]
     if col.dtype.kind == "f":
         whole = np.isfinite(col) & (col == np.round(col))
-        text = pa.array(np.where(whole, col.astype(np.int64, copy=False).astype(str), col.astype(str)),
+        text = pa.array(np.where(whole, np.where(whole, col, 0).astype(np.int64).astype(str), col.astype(str)),
                         pa.string(), mask=np.isnan(col))
     else:
         text = pc.utf8_trim_whitespace(pa.array(col.astype(str) if col.dtype.kind in "iu" else col, pa.string()))
-    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    missing = pc.or_(pc.equal(text, ""), pc.equal(pc.utf8_lower(text), "nan"))  # NaN: pandas' missing text
+    return pc.if_else(missing, pa.scalar(None, pa.string()), text)
 
 
 def _put_numbers(table, j, rows, fill, out):
@@ -200,7 +215,7 @@ def _put_numbers(table, j, rows, fill, out):
     missing = np.isnan(values)
     n = int(np.count_nonzero(missing))
     if n and fill is None:
-        table.numeric([j])  # names the first missing cell
+        _refuse_missing(table, j, rows, missing)
     values[missing] = fill if n else 0.0
     if not np.isfinite(values).all():
         bad = int(np.argmax(~np.isfinite(values)))
@@ -209,18 +224,21 @@ def _put_numbers(table, j, rows, fill, out):
     return n
 
 
-def _put_one_hot(table, j, rows, categories, out):
-    """Write column j's `rows` one-hot over `categories` into `out`; (missing cells, unseen categories)."""
+def _put_one_hot(table, j, rows, column, out):
+    """Write column j's `rows` one-hot over the Column's categories into `out`; (missing cells given their
+    category, cells made all zeros: unseen categories, and missing cells where training had none)."""
     text = _text(table, j, rows)
     missing = pc.is_null(text).to_numpy(zero_copy_only=False)
-    if MISSING_CATEGORY in categories:
+    if column.missing == "error":
+        _refuse_missing(table, j, rows, missing)
+    filled = MISSING_CATEGORY in column.categories
+    if filled:
         text = pc.fill_null(text, MISSING_CATEGORY)
-    codes = pc.index_in(text, value_set=pa.array(categories, pa.string()))
+    codes = pc.index_in(text, value_set=pa.array(column.categories, pa.string()))
     known = pc.is_valid(codes).to_numpy(zero_copy_only=False)
     at = pc.fill_null(codes, 0).to_numpy(zero_copy_only=False)
     out[np.flatnonzero(known), at[known]] = 1.0
-    n_missing = int(np.count_nonzero(missing))
-    return n_missing, int(np.count_nonzero(~known)) - (0 if MISSING_CATEGORY in categories else n_missing)
+    return int(np.count_nonzero(missing)) if filled else 0, int(np.count_nonzero(~known))
 
 
 TASKS = ("auto", "regression", "classification")

@@ -20,6 +20,8 @@ BLOCK = 4 << 20  # bytes of a CSV parsed at a time: bounds the parser's memory
 NO_ROWS = 2**31 - 1  # skip_rows_after_names that reads a CSV's header alone
 # what a CSV writes for a missing cell (R's NA, spreadsheets' #N/A, databases' NULL); 'nan' and 'inf' stay values
 MISSING = ["", "NA", "N/A", "n/a", "#N/A", "NULL", "null"]
+# a CSV's booleans, read as Parquet's and pandas' are, then as the text True and False (_to_numpy)
+TRUE, FALSE = ["true", "True", "TRUE"], ["false", "False", "FALSE"]
 
 
 def expand(path):
@@ -116,14 +118,16 @@ def from_arrow(data, path):
 
 def _to_numpy(path, j, name, col):
     """An Arrow column as int64, float64 or an object array of str, its missing cells as NaN or "" (an integer
-    column with missing cells becomes float64).
+    column with missing cells becomes float64, a boolean one the text True and False).
 
     Not through Arrow's own to_numpy, which imports pandas where it is installed (0.4 s here).
     """
     t = col.type
-    if (pa.types.is_integer(t) or pa.types.is_boolean(t)) and not col.null_count:
+    if pa.types.is_boolean(t):  # one text from every source (CSV, Parquet, a DataFrame): classes or categories
+        col, t = pc.if_else(col, "True", "False"), pa.string()
+    if pa.types.is_integer(t) and not col.null_count:
         to, dtype, fill = pa.int64(), np.int64, 0
-    elif pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
+    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
         to, dtype, fill = pa.float64(), np.float64, np.nan
     else:
         to, dtype, fill = pa.string(), object, ""
@@ -162,6 +166,8 @@ def _pieces(path, skip=0, delimiter=None):
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise DataError(f"{path}: unknown file type {ext or '(none)'}: use one of {', '.join(FORMATS + ('.npy', '.npz'))}")
+    if delimiter is not None and ext != ".csv":
+        raise DataError(f"{path}: --delimiter is for CSV files; a {ext[1:]} file has its own columns")
     try:
         if ext == ".csv":
             yield from _csv_blocks(path, skip, delimiter)
@@ -218,8 +224,8 @@ def _csv_blocks(path, skip=0, delimiter=None):
                 yield checked, n, None
                 continue
         while True:
-            convert = pacsv.ConvertOptions(null_values=MISSING, strings_can_be_null=True, true_values=[],
-                                           false_values=[], column_types=types)
+            convert = pacsv.ConvertOptions(null_values=MISSING, strings_can_be_null=True, true_values=TRUE,
+                                           false_values=FALSE, column_types=types)
             table = _csv_parse(path, block, read, parse, convert)
             # dates and times stay the text they were written as
             odd = {n: pa.string() for n, t in zip(table.column_names, table.schema.types) if pa.types.is_temporal(t)}

@@ -12,7 +12,7 @@ from gpunet.errors import ConfigError
 from gpunet.prepare import TASKS, infer_task
 from gpunet.tabular import Table, as_table, count_rows, read_table
 
-TABLE_KEYS = ("target", "task", "features", "drop", "keep", "missing")  # what a table run takes beside a Config
+TABLE_KEYS = ("target", "task", "features", "drop", "keep", "missing", "delimiter")  # what a table run takes beside a Config
 
 
 def table_run(source, given, target=None, task="auto", features=None, drop=(), keep=(), missing="fill", comm=None,

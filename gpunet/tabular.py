@@ -159,6 +159,8 @@ def read_table(path, rows=None, delimiter=None):
     lo = rows[0] if rows else 0
     files = _files(path)
     if _numpy_file(files):
+        if delimiter is not None:
+            raise DataError(f"{path}: --delimiter is for CSV files; an {os.path.splitext(path)[1]} file has none")
         table = _read_numpy(files[0], rows)
     else:
         names, columns, empty, starts = _readers().read_columns(files, rows, delimiter)

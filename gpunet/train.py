@@ -2,6 +2,7 @@
 
 import contextlib
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -417,7 +418,7 @@ def train(config=None, backend="auto", device=None, data=None, on_log=None, stop
         device: the CUDA device index (default 0; with several ranks, the rank's index on its node).
         data: None for the tutorial's synthetic data; or a table: a path (CSV, Parquet, Feather, .npy,
             .npz, a folder or glob), a gpunet.tabular.Table, a pandas DataFrame or a 2-D array, with the
-            keyword options target, task, features, drop, keep and missing of `gpunet train`; or a
+            keyword options target, task, features, drop, keep, missing and delimiter of `gpunet train`; or a
             gpunet.data.Dataset (e.g. from gpunet.data.table_dataset). On a table, options not given
             take the table defaults (config.TABLE_DEFAULTS), and result.notes says what was decided.
         on_log: called at each log point as on_log(epoch, loss, val_loss or None), and with loss="ce"
@@ -452,7 +453,11 @@ def _what_to_train(config, data, options, table_options, ranks):
     if data is not None and not isinstance(data, Dataset):
         if config is not None:
             raise TypeError("with a table as data, pass its options as keywords, not a Config")
-        return table_run(data, options, comm=ranks, **table_options)
+        config, data, notes = table_run(data, options, comm=ranks, **table_options)
+        for note in notes:
+            if note.startswith("Warning: "):
+                warnings.warn(note[len("Warning: "):], stacklevel=3)
+        return config, data, notes
     if config is None and data is not None and data.prep is not None:
         config = fit_to_rows(clip_batch(table_config(options, data.classes is not None), data.n_train)[0], data,
                              options)

@@ -131,7 +131,7 @@ def test_options_that_do_not_fit_together(csv_file):
     assert "--n" in one_line_error(run("train", "--backend", "cpu", "--data", csv_file, "--n", "5"), 2)
     assert "--data" in one_line_error(run("train", "--backend", "cpu", "--target", "t"), 2)
     assert "--batch-size" in one_line_error(run("train", "--backend", "cpu", "--batch-size", "0"), 2)
-    r = run("train", "--backend", "cpu", "--batch-size", "101", "-q")  # clipped to the rows, as scikit-learn does
+    r = run("train", "--backend", "cpu", "--batch-size", "101")  # clipped to the rows, as scikit-learn does
     assert r.exit_code == 0 and "--batch-size 101 is more than the 100 training rows" in r.stderr, r.output
     r = run("train", "--backend", "cpu", "--data", csv_file, "--batch-size", "250", "--epochs", "2", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["config"]["batch_size"] == 240, r.output

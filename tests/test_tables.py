@@ -3,6 +3,7 @@ name, the preparation saved with the model and applied by predict, evaluate and 
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ def penguin_split(tmp_path):
 def test_penguins_as_published_train_well_with_no_options(tmp_path):
     train_path, test_path = penguin_split(tmp_path)
     model = tmp_path / "m.npz"
-    r = run("train", "--backend", "cpu", "--data", train_path, "--target", "species", "--save", model, "-q")
+    r = run("train", "--backend", "cpu", "--data", train_path, "--target", "species", "--save", model)
     assert r.exit_code == 0, r.output
     assert "task: classification (target 'species' holds text)" in r.stderr and "filled" in r.stderr
     assert ", table defaults:" in r.stdout
@@ -168,9 +169,10 @@ def test_column_options_and_their_errors(tmp_path):
     path.write_text("a,b,name,c,y\n" + cats + "\n")
     line = one_line_error(run("train", "--backend", "cpu", "--data", path, "--features", "a,zzz"), 4)
     assert "--features names no column 'zzz'" in line
-    r = run("train", "--backend", "cpu", "--data", path, "--epochs", "1", "-q")
+    r = run("train", "--backend", "cpu", "--data", path, "--epochs", "1", "-q")  # --quiet keeps the warnings
     assert r.exit_code == 0 and "text column 'name' has 960 categories" in r.stderr, r.output  # the training rows'
-    assert r.stderr.count("Warning: ") == 2 and "240 cells hold a category not seen in training (name: 240)" in r.stderr
+    assert r.stderr.count("Warning: ") == 2 and "240 cells hold a category not seen in training" in r.stderr
+    assert "(name: 240); they are all zeros" in r.stderr
     r = run("train", "--backend", "cpu", "--data", path, "--drop", "name", "--epochs", "1", "--json")
     out = json.loads(r.stdout)
     assert out["config"]["d_in"] == 3 and not any("Warning" in n for n in out["notes"]) and out["notes"]
@@ -186,7 +188,7 @@ def test_column_options_and_their_errors(tmp_path):
 def test_missing_cells_are_filled_counted_and_refused_on_request(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("a,b,y\n1,NA,1.5\n2,3,2.5\n,4,3.5\n4,5,\n5,N/A,5.5\n6,7,6.5\n7,8,7.25\n8,9,8.75\n")
-    r = run("train", "--backend", "cpu", "--data", path, "--epochs", "2", "-q")
+    r = run("train", "--backend", "cpu", "--data", path, "--epochs", "2")
     assert r.exit_code == 0, r.output
     assert "dropped 1 rows whose target (y) is missing" in r.stderr and "filled 3 missing cells" in r.stderr
     line = one_line_error(run("train", "--backend", "cpu", "--data", path, "--missing", "error"), 4)
@@ -256,3 +258,61 @@ def test_the_progress_bar_is_cleared_before_a_log_line(capsys):
     idle(1)  # not drawn yet: nothing to clear
     idle.clear()
     assert capsys.readouterr().err == ""
+
+
+def test_booleans_are_the_same_inputs_from_a_csv_a_parquet_file_and_a_dataframe(tmp_path):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"flag": rng.random(120) > 0.5, "x": rng.standard_normal(120)})
+    frame["y"] = 3.0 * frame.flag + frame.x
+    frame.to_csv(tmp_path / "b.csv", index=False)  # True / False as text
+    frame.to_parquet(tmp_path / "b.parquet")  # a boolean column
+    model = tmp_path / "m.npz"
+    assert run("train", "--backend", "cpu", "--data", tmp_path / "b.csv", "--target", "y", "--epochs", "30",
+               "--save", model, "-q").exit_code == 0
+    by_csv = gpunet.predict(str(model), str(tmp_path / "b.csv"), backend="cpu")
+    with warnings.catch_warnings():  # no warning: the same categories from every source
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(gpunet.predict(str(model), str(tmp_path / "b.parquet"), backend="cpu"), by_csv)
+        np.testing.assert_array_equal(gpunet.predict(str(model), frame, backend="cpu"), by_csv)
+    assert checkpoint.load(str(model)).prep.columns[0].categories == ["False", "True"]
+
+
+def test_missing_cells_refused_where_they_are_and_named_by_their_row(tmp_path):
+    rows = [f"{i},{'' if i == 3 else 'abc'[i % 3]},{i * 0.5}" for i in range(40)]
+    rows[1] = "1,b,"  # a missing target: the row is dropped, not named
+    rows[20] = ",a,10.0"
+    path = tmp_path / "m.csv"
+    path.write_text("x,c,y\n" + "\n".join(rows) + "\n")
+    line = one_line_error(run("train", "--backend", "cpu", "--data", path, "--missing", "error"), 4)
+    assert "row 5, column 2 (c) is empty" in line  # the first missing input of a kept row, its CSV line
+    nan_text = tmp_path / "n.csv"  # NaN in a text column is a missing cell, as pandas reads it
+    nan_text.write_text("x,c,y\n" + "\n".join(f"{i},{'NaN' if i % 5 == 0 else 'ab'[i % 2]},{i}.5" for i in range(30)))
+    r = run("train", "--backend", "cpu", "--data", nan_text, "--epochs", "2", "--save", tmp_path / "n.npz")
+    assert r.exit_code == 0 and "c: 6" in r.stderr and checkpoint.load(str(tmp_path / "n.npz")).prep.columns[1].categories == ["", "a", "b"]
+
+
+def test_more_bad_input_is_one_line(tmp_path, capfd):
+    path = tmp_path / "d.csv"
+    path.write_text("a,label,y\n" + "\n".join(f"{i},{'xy'[i % 2]}," for i in range(10)) + "\n")
+    assert "the target (y) has no values" in one_line_error(run("train", "--backend", "cpu", "--data", path), 4)
+    line = one_line_error(run("train", "--backend", "cpu", "--data", path, "--target", "label", "--keep", "label"), 4)
+    assert "--keep names 'label', the target" in line
+    semi = tmp_path / "s.csv"
+    semi.write_text("a;b;y\n" + "\n".join(f"{i};{i % 3};{i}.5" for i in range(20)) + "\n")
+    result = gpunet.train(data=str(semi), delimiter=";", backend="cpu", epochs=2)
+    assert result.config.d_in == 2
+    np.save(tmp_path / "x.npy", np.zeros((3, 2)))
+    assert "--delimiter is for CSV files" in one_line_error(
+        run("train", "--backend", "cpu", "--data", tmp_path / "x.npy", "--delimiter", ";"), 4)
+    cats = tmp_path / "c.csv"
+    cats.write_text("g,x,y\n" + "\n".join(f"{'pq'[i % 2]},{i},{i % 2}.5" for i in range(30)) + "\n")
+    assert run("train", "--backend", "cpu", "--data", cats, "--epochs", "2", "--save", tmp_path / "c.npz").exit_code == 0
+    line = one_line_error(run("predict", "--backend", "cpu", "--model", tmp_path / "c.npz", "--data",
+                              tmp_path / "x.npy"), 4)
+    assert "holds numbers, but the model takes text there (column 'g')" in line
+    floats = tmp_path / "f.csv"  # a category column of whole numbers with a missing cell: no cast warning
+    floats.write_text("k,y\n1,0.5\n,1.5\n3,2.5\n" + "".join(f"{i % 4},{i}.5\n" for i in range(20)))
+    capfd.readouterr()
+    assert run("train", "--backend", "cpu", "--data", floats, "--task", "regression", "--epochs", "1").exit_code == 0
+    assert "RuntimeWarning" not in capfd.readouterr().err
