@@ -9,6 +9,7 @@ spent on there).
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from gpunet.errors import ConfigError
 from gpunet.fused import Pass
@@ -24,7 +25,7 @@ class Activation:
     forward: str | None
     derivative: str | None
 
-    @property
+    @cached_property
     def forward_pass(self):
         """z -> act(z) (input z), or None (the identity)."""
         if self.derivative is None and self.forward is None:
@@ -33,12 +34,12 @@ class Activation:
             return Pass(self.name, ("a",), f"a * ({self.derivative})")
         return Pass(self.name, ("z",), self.forward)
 
-    @property
+    @cached_property
     def backward_pass(self):
         """g -> g * act'(z), from a = act(z) (inputs g, a), or None (the identity)."""
         return None if self.derivative is None else Pass(f"{self.name}_grad", ("g", "a"), f"g * ({self.derivative})")
 
-    @property
+    @cached_property
     def derivative_pass(self):
         """act'(z) from a (input a), or None (the identity); for ReLU, whose forward is None, the same from z."""
         return None if self.derivative is None else Pass(f"{self.name}_derivative", ("a",), self.derivative)

@@ -24,7 +24,10 @@ import numpy as np
 from gpunet.calls import Calls
 
 BLOCK = 1 << 14  # elements per block: 64 KiB of float32, a block and its scratch well inside a core's L2
-WHOLE = 2 * BLOCK  # arrays of fewer elements are taken whole on the CPU
+# arrays of fewer elements are taken whole on the CPU (and a small layer keeps its derivative, gpunet/model.py):
+# 4 MiB of float32. Below it the blocks' calls and the threads' hand-offs cost more than they save (a mini-batch
+# of 200 x 256 units in blocks: 15% slower an epoch), and a buffer of that size is no one's memory problem.
+WHOLE = 1 << 20
 BINARY = {ast.Add: (np.add, "+"), ast.Sub: (np.subtract, "-"), ast.Mult: (np.multiply, "*"),
           ast.Div: (np.divide, "/")}
 FUNCTIONS = {"exp": np.exp, "tanh": np.tanh}
@@ -73,8 +76,8 @@ class _Steps:
     """The ufunc calls of an expression over one set of operands (whole arrays or one block of each),
     intermediates in scratch buffers (`scratch(i)`: the i-th, of the operands' length)."""
 
-    def __init__(self, tree, operands, out, scratch, constant):
-        self.operands, self.scratch, self.constant = operands, scratch, constant
+    def __init__(self, tree, operands, out, scratch, constant, xp=np):
+        self.operands, self.scratch, self.constant, self.xp = operands, scratch, constant, xp
         self.calls, self.free, self.made = [], [], []
         self._emit(tree, out)
 
@@ -104,14 +107,14 @@ class _Steps:
         values = [self._emit(a) for a in args]
         self._release(*values)
         out = target if target is not None else self._buffer()
-        self.calls.append((fn, (*values, out)))
+        self.calls.append((getattr(self.xp, fn.__name__), (*values, out)))
         return out
 
 
 class _Pool:
     """Persistent threads that run parts of a pass: the caller runs the first, the threads the others."""
 
-    _executor, _lock = None, threading.Lock()
+    _executor, _workers, _lock = None, 0, threading.Lock()
 
     @classmethod
     def run(cls, parts):
@@ -123,8 +126,10 @@ class _Pool:
     @classmethod
     def reserve(cls, workers):
         with cls._lock:
-            if cls._executor is None or cls._executor._max_workers < workers:
-                cls._executor = ThreadPoolExecutor(workers, thread_name_prefix="gpunet-fused")
+            if cls._workers < workers:
+                if cls._executor is not None:
+                    cls._executor.shutdown(wait=False)  # its threads end after the work they hold, if any
+                cls._executor, cls._workers = ThreadPoolExecutor(workers, thread_name_prefix="gpunet-fused"), workers
 
 
 def blas_threads():
@@ -192,30 +197,30 @@ def calls(backend, p, *arrays, threads=None):
     """The calls that run pass `p` over `arrays` (its inputs, then its output; of one shape and dtype,
     C-contiguous), in place.
 
-    On the CPU, `threads` (default: as many as BLAS has) share a pass over arrays of two blocks or more.
+    On the CPU, `threads` (default: as many as BLAS has) share a pass over arrays of WHOLE elements or more.
+    An array module without kernels on a CUDA backend (the tests' stand-in for CuPy) runs the ufuncs whole.
     """
     *inputs, out = arrays
     if len(inputs) != len(p.inputs):
         raise TypeError(f"{p!r} takes {len(p.inputs)} inputs, got {len(inputs)}")
-    if backend.name == "cuda":
-        return Calls([(cuda_kernel(backend.xp, p), (*inputs, out))])
-    dtype = out.dtype
-    consts = {}
+    xp, dtype, consts = backend.xp, out.dtype, {}
+    if backend.name == "cuda" and hasattr(xp, "ElementwiseKernel"):
+        return Calls([(cuda_kernel(xp, p), (*inputs, out))])
 
     def constant(value):  # 0-d arrays of the dtype: NumPy takes them faster than Python scalars
         if value not in consts:
-            consts[value] = np.full((), value, dtype)
+            consts[value] = xp.full((), value, dtype)
         return consts[value]
 
-    if whole(backend, out.size):
+    if backend.name != "cpu" or whole(backend, out.size):
         scratch = []
         return Calls(_Steps(p.tree, dict(zip(p.inputs, inputs)), out,
-                            lambda i: _grow_like(scratch, i, out), constant).calls)
+                            lambda i: _grow_like(xp, scratch, i, out), constant, xp).calls)
     flat = [a.reshape(-1) for a in arrays]  # a view: the buffers are contiguous
     return Calls([(_Blocked(p, flat, dtype, constant, threads or blas_threads()), ())])
 
 
-def _grow_like(scratch, i, like):
+def _grow_like(xp, scratch, i, like):
     while len(scratch) <= i:
-        scratch.append(np.empty_like(like))
+        scratch.append(xp.empty_like(like))
     return scratch[i]

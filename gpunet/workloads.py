@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from gpunet.errors import ConfigError
-from gpunet.fused import WHOLE
+from gpunet import fused
 from gpunet.train import Config
 
 WORKLOADS = {
@@ -46,6 +46,6 @@ def needed_bytes(config):
     sizes, n = config.sizes, config.n
     item = 8 if config.dtype == "float64" else 4
     params = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
-    kept = sum(n * h for h in sizes[1:-1] if n * h < WHOLE and config.activation != "identity")
+    kept = sum(n * h for h in sizes[1:-1] if n * h < fused.WHOLE and config.activation != "identity")
     acts = 2 * n * sum(sizes[1:]) + kept
     return item * (n * (sizes[0] + sizes[-1]) + 2 * params + acts)

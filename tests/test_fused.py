@@ -18,7 +18,13 @@ CPU = backends.resolve("cpu")
 ACTS = [a for a in ACTIVATIONS.values() if a.derivative is not None]
 PASSES = [p for a in ACTS for p in (a.forward_pass, a.backward_pass, a.derivative_pass)]
 # elements: whole (tiny, and just below the blocks), blocked (exactly two blocks, and a ragged last block)
-SIZES = [(3, 5), (1, fused.WHOLE - 1), (2, fused.BLOCK), (7, fused.BLOCK // 3 + 5)]
+SMALL_WHOLE = 2 * fused.BLOCK  # the tests' threshold: networks small enough to check take the blocked path too
+SIZES = [(3, 5), (1, SMALL_WHOLE - 1), (2, fused.BLOCK), (7, fused.BLOCK // 3 + 5)]
+
+
+@pytest.fixture(autouse=True)
+def blocks_from_two(monkeypatch):
+    monkeypatch.setattr(fused, "WHOLE", SMALL_WHOLE)
 
 
 def operands(p, shape, dtype, seed=0):
@@ -52,7 +58,7 @@ def test_cpu_engine_computes_the_expression_in_place(p, shape, threads):
 @pytest.mark.parametrize("act", ACTS, ids=lambda a: a.name)
 def test_each_derivative_is_the_derivative_of_its_activation(act):
     """act'(z) as written from a = act(z), against central differences of the forward pass, in float64."""
-    z = np.linspace(-4, 4, 2 * fused.WHOLE + 3).reshape(1, -1)
+    z = np.linspace(-4, 4, 2 * SMALL_WHOLE + 3).reshape(1, -1)
     z = z[:, np.abs(z[0]) > 1e-3]  # off ReLU's kink
     h = 1e-6
 
@@ -138,3 +144,25 @@ def test_cuda_runs_one_kernel_per_pass_made_once(monkeypatch):
 def test_a_pass_outside_the_language_is_refused():
     with pytest.raises(ValueError, match="not in a fused pass's language"):
         fused.Pass("bad", ("a",), "a ** 2")
+
+
+def test_large_passes_take_as_many_threads_as_blas():
+    """The element-wise threads are BLAS's (what an MPI rank's share of the cores left it, gpunet/comm.py)."""
+    from threadpoolctl import threadpool_limits
+
+    z = np.zeros((4, fused.BLOCK))
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert fused.blas_threads() == 1
+        (blocked, _), = fused.calls(CPU, ACTIVATIONS["relu"].forward_pass, z, z)
+        assert len(blocked.parts) == 1
+    (blocked, _), = fused.calls(CPU, ACTIVATIONS["relu"].forward_pass, z, z, threads=2)
+    assert len(blocked.parts) == 2
+
+
+def test_small_layers_keep_their_derivative_large_ones_read_it_from_the_output(monkeypatch):
+    monkeypatch.undo()  # the real threshold
+    from gpunet.workloads import WORKLOADS
+    sizes = WORKLOADS["medium"].sizes
+    net = Network(CPU, sizes, np.zeros(257 * 1024 + 1025 * 16), np.float32)
+    assert net.workspace(200).d[0] is not None  # a mini-batch of 200 x 1024 units: a buffer of 800 KiB
+    assert net.workspace(8192).d == [None]  # medium's 8192 x 1024: 32 MiB not kept

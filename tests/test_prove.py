@@ -6,6 +6,7 @@ import pytest
 
 from bench.peers import PEERS, available
 from gpunet import backend as shim
+from gpunet import fused
 from gpunet.agree import compare
 from gpunet.bench import GpunetRunner, measure
 from gpunet.train import Config, train
@@ -56,8 +57,9 @@ def test_gradcheck_passes_and_catches_a_missing_mask(monkeypatch):
     assert r.exit_code == 1 and "FAIL" in r.stdout
 
 
-@pytest.mark.parametrize("n", ["8", "2000"], ids=["whole", "blocked"])  # 16 x 2000 hidden units: fused in blocks
+@pytest.mark.parametrize("n", ["8", "2100"], ids=["whole", "blocked"])  # 16 x 2100 hidden units: in blocks
 def test_gradcheck_catches_a_wrong_fused_derivative(monkeypatch, n):
+    monkeypatch.setattr(fused, "WHOLE", 2 * fused.BLOCK)  # blocks from 32768 elements: the blocked path at n=2100
     args = ("gradcheck", "--backend", "cpu", "--activation", "tanh", "--hidden", "16", "--n", n)
     r = run(*args)
     assert r.exit_code == 0, r.output
