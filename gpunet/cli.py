@@ -1,6 +1,6 @@
 """The `gpunet` command line: the group, its one-line errors and the options its commands share. The
-commands live in cli_train (train), cli_model (predict, evaluate, info) and cli_prove (check, gradcheck,
-bench); each parses, calls the library and prints. No math here."""
+commands live in cli_train (train), cli_model (predict, evaluate, info), cli_search (search) and cli_prove
+(check, gradcheck, bench); each parses, calls the library and prints. No math here."""
 
 import contextlib
 import functools
@@ -260,10 +260,10 @@ def failing_together(comm):
 
 def _add_commands():
     """The commands, from their modules (imported here: they take their options from this one)."""
-    from gpunet import cli_model, cli_prove, cli_train
+    from gpunet import cli_model, cli_prove, cli_search, cli_train
 
     for command in (cli_train.train_cmd, cli_model.predict_cmd, cli_model.evaluate_cmd, cli_model.info_cmd,
-                    cli_prove.check_cmd, cli_prove.gradcheck_cmd, cli_prove.bench_cmd):
+                    cli_search.search_cmd, cli_prove.check_cmd, cli_prove.gradcheck_cmd, cli_prove.bench_cmd):
         cli.add_command(command)
 
 

@@ -1,0 +1,103 @@
+"""`gpunet search`: learning rates and weight decays cross-validated on a table, the best refitted and saved."""
+
+import sys
+
+import click
+
+from gpunet import checkpoint
+from gpunet.cli import backend_options, parse_hidden, use_backend
+from gpunet.cli_train import table_options
+from gpunet.config import HIDDEN_ACTIVATIONS
+from gpunet.files import check_writable, write_json
+from gpunet.report import format_rows
+from gpunet.search import candidates, search
+
+
+def parse_floats(ctx, param, value):
+    """'1e-3,1e-2' -> (0.001, 0.01); None: the table default alone."""
+    if value is None:
+        return (None,)
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers (e.g. 1e-3,1e-2)") from None
+
+
+@click.command("search")
+@table_options
+@click.option("--lr", "lrs", default=None, callback=parse_floats, help="Learning rates to try, comma-separated  "
+              "[default: the table default, 0.001]")
+@click.option("--weight-decay", "decays", default=None, callback=parse_floats, help="L2 penalties to try, "
+              "comma-separated  [default: the table default, min(0.1, 30 / training rows)]")
+@click.option("--folds", default=5, show_default=True, type=int, help="k of the k-fold cross-validation.")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Fits per candidate and fold, with seeds --seed, --seed + 1, ...")
+@click.option("--hidden", default=None, callback=lambda ctx, p, v: v and parse_hidden(ctx, p, v),
+              help="Hidden layer widths, comma-separated  [default: the table default, 100]")
+@click.option("--epochs", default=None, type=int, help="Most epochs per fit  [default: the table default, 1000]")
+@click.option("--batch-size", default=None, type=int, help="Rows per step  [default: min(200, rows)]")
+@click.option("--activation", default=None, type=click.Choice(HIDDEN_ACTIVATIONS), help="Hidden activation  "
+              "[default: relu]")
+@click.option("--seed", default=None, type=int, help="Seed of the folds and the first fit  [default: 42]")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
+              help="Refit the best candidate on all rows and write it here (.npz), atomically.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write every candidate's scores to this JSON file.")
+@backend_options
+def search_cmd(data_path, target, task, features, drop, keep, missing, delimiter, lrs, decays, folds, seeds, hidden,
+               epochs, batch_size, activation, seed, save_path, json_path, backend, device):
+    """Cross-validate learning rates and weight decays on a table, with the table defaults of train --data.
+
+    Each candidate is trained on k - 1 folds (holding out its own share for early stopping) and scored on
+    the k-th, for every fold and seed: accuracy for classes, R-squared for values. Prints each candidate's
+    mean and spread, best first; with --save, refits the best on all rows and writes it. The fits run one
+    after another, on one backend.
+    """
+    if not data_path:
+        raise click.UsageError("gpunet search needs --data (and --target)")
+    for path, option in ((save_path, "--save"), (json_path, "--json")):
+        if path:
+            check_writable(path, option)
+    given = {k: v for k, v in (("hidden", hidden), ("epochs", epochs), ("batch_size", batch_size),
+                               ("activation", activation), ("seed", seed)) if v is not None}
+    b = use_backend(backend, device)
+    cands = candidates(lrs, decays)
+    say = progress(cands, seeds, folds)
+    found = search(data_path, given, cands, folds, seeds, b, say, refit=bool(save_path), delimiter=delimiter,
+                   target=target, task=task, features=features, drop=drop, keep=keep, missing=missing)
+    if say is not None:
+        click.echo("\r\033[K", err=True, nl=False)
+    for note in found.notes:
+        click.echo(note, err=True)
+    report(found, folds, seeds)
+    if save_path:
+        checkpoint.save(save_path, found.best.model)
+        click.echo(f"Refitted the best on all rows: {save_path}")
+    if json_path:
+        write_json(json_path, {"metric": found.metric, "folds": folds, "seeds": seeds, "candidates": [
+            {"options": c.options, "mean": c.mean, "spread": c.spread, "scores": c.scores} for c in found.ranked]})
+
+
+def report(found, folds, seeds):
+    """The candidates' table, best first."""
+    rows = [(c.options.get("lr", "default"), c.options.get("weight_decay", "default"), f"{c.mean:.4f}",
+             f"{c.spread:.4f}") for c in found.ranked]
+    header = ("lr", "weight decay", f"{found.metric} (mean of {folds} folds x {seeds} seed{'s' * (seeds > 1)})",
+              "spread")
+    click.echo(format_rows(header, rows))
+    best = found.ranked[0]
+    shown = ", ".join(f"{k} {v:g}" for k, v in best.options.items()) or "the table defaults"
+    click.echo(f"Best: {shown}: {found.metric} {best.mean:.4f} (spread {best.spread:.4f})")
+
+
+def progress(cands, seeds, folds):
+    """on_fit for search(): 'fit i of n' on stderr when it is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    total = len(cands) * seeds * folds
+
+    def say(cand, s, f, score):
+        i = cands.index(cand) * seeds * folds + s * folds + f + 1
+        click.echo(f"\r\033[Kfit {i} of {total}", err=True, nl=False)
+
+    return say

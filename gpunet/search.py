@@ -1,0 +1,113 @@
+"""Model selection on a table: candidates (learning rates x weight decays) scored by k-fold cross-validation over
+several seeds, every fit with the table defaults of `gpunet train --data`, the best refitted on all rows.
+
+A fold's score is on rows its model never saw: each fit trains on the other folds' rows, which hold out their
+own share for early stopping, and is scored as `gpunet evaluate` scores (accuracy, or R-squared averaged
+over the targets). The fits run one after another.
+"""
+
+import itertools
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpunet.backend import Backend, resolve
+from gpunet.data import DEFAULT_SEED, missing_targets, target_columns
+from gpunet.inference import columns, outputs, scores
+from gpunet.table_run import table_run
+from gpunet.tabular import Table, as_table, read_table
+from gpunet.train import train
+
+
+@dataclass
+class Candidate:
+    """One set of options and its held-out scores (one per fold and seed)."""
+
+    options: dict
+    scores: list = field(default_factory=list)
+
+    @property
+    def mean(self):
+        return statistics.fmean(self.scores)
+
+    @property
+    def spread(self):
+        """The scores' standard deviation (0 for one score)."""
+        return statistics.pstdev(self.scores)
+
+
+def candidates(lrs=(None,), decays=(None,)):
+    """Every pair of a learning rate and a weight decay (None: the table default)."""
+    return [Candidate({k: v for k, v in (("lr", lr), ("weight_decay", wd)) if v is not None})
+            for lr, wd in itertools.product(lrs, decays)]
+
+
+@dataclass
+class Search:
+    """What a search found: the metric's name, the candidates best first, the task's notes, the refitted Result."""
+
+    metric: str
+    ranked: list
+    notes: list
+    best: object = None
+
+
+def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, refit=True, delimiter=None,
+           **table_options):
+    """Cross-validate `cands` on the table `source` and refit the best on all its rows.
+
+    Args:
+        source: a path, Table, pandas DataFrame or 2-D array, as gpunet.train's data.
+        given: the options of gpunet train given for every fit (the others take the table defaults).
+        cands: Candidates (see candidates()).
+        folds, seeds: k of the k-fold split (drawn from the seed), and the seeds of each fit (seed, seed + 1, ...).
+        backend: a resolved Backend, or its name.
+        on_fit: called after each fit as on_fit(candidate, seed index, fold index, score).
+        refit: train the best candidate on all rows (Search.best, a Result).
+        delimiter, table_options: as gpunet.train's target, task, features, drop, keep, missing, delimiter.
+
+    Raises:
+        ConfigError, DataError: as gpunet train --data; fewer rows than folds.
+    """
+    from gpunet.errors import ConfigError
+
+    backend = backend if isinstance(backend, Backend) else resolve(backend)
+    table = read_table(source, delimiter=delimiter) if isinstance(source, str) else as_table(source)
+    _, whole, notes = table_run(table, given, **table_options)  # checks the table and options, decides the task
+    task = "regression" if whole.classes is None else "classification"
+    labelled = np.flatnonzero(~missing_targets(table, target_columns(table, table_options.get("target"))))
+    if not 2 <= folds <= len(labelled):
+        raise ConfigError(f"--folds must be at least 2 and at most the {len(labelled)} rows, got {folds}")
+    seed = given.get("seed", DEFAULT_SEED)
+    held_out = np.array_split(np.random.default_rng([seed, 3]).permutation(labelled), folds)
+    options = {**table_options, "task": task}
+    for cand in cands:
+        for s in range(seeds):
+            for f, test in enumerate(held_out):
+                model = _fit(_rows(table, np.setdiff1d(labelled, test)), {**given, **cand.options, "seed": seed + s},
+                             backend, options).model
+                cand.scores.append(_score(model, _rows(table, np.sort(test)), backend))
+                if on_fit is not None:
+                    on_fit(cand, s, f, cand.scores[-1])
+    ranked = sorted(cands, key=lambda c: -c.mean)
+    best = _fit(table, {**given, **ranked[0].options}, backend, options) if refit else None
+    return Search("accuracy" if task == "classification" else "R-squared", ranked, notes, best)
+
+
+def _fit(table, given, backend, options):
+    """One training run on `table` with the table defaults: its Result."""
+    config, data, _ = table_run(table, given, **options)
+    return train(config, backend=backend, data=data)
+
+
+def _rows(table, rows):
+    """The table's `rows` as a Table of their own."""
+    return Table(table.names, [c[rows] for c in table.columns], table.path, named=table.named)
+
+
+def _score(model, table, backend):
+    """A model's accuracy, or R-squared averaged over its targets, on a table with known targets."""
+    x, y, _ = columns(model, table, with_targets=True)
+    s = scores(model, y, outputs(model, x, backend))
+    return s["accuracy"] if model.classes is not None else statistics.fmean(t["r2"] for t in s["targets"])

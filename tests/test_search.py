@@ -1,0 +1,51 @@
+"""gpunet search: candidates cross-validated on a table with the table defaults, ranked, the best refitted."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import gpunet
+from gpunet import checkpoint
+from gpunet.search import candidates, search
+from tests.clitools import one_line_error, run
+from tests.conftest import needs_pyarrow
+
+pytestmark = needs_pyarrow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IRIS = os.path.join(ROOT, "examples", "iris.csv")
+
+
+def test_a_fold_score_is_a_model_trained_without_those_rows_scored_on_them():
+    pd = pytest.importorskip("pandas")
+    given = dict(epochs=60, hidden=(16,))
+    found = search(IRIS, given, candidates([1e-2, 1e-6]), folds=3, seeds=2, refit=False, target="species")
+    assert found.metric == "accuracy" and [len(c.scores) for c in found.ranked] == [6, 6]
+    assert found.ranked[0].options == {"lr": 1e-2} and found.ranked[0].mean > found.ranked[1].mean + 0.2
+    frame = pd.read_csv(IRIS)  # fold 0 of seed 0, drawn as search draws it, trained and scored independently
+    test = np.sort(np.array_split(np.random.default_rng([42, 3]).permutation(len(frame)), 3)[0])
+    train = frame.drop(index=test)
+    result = gpunet.train(data=train, target="species", backend="cpu", lr=1e-2, seed=42, **given)
+    predicted = gpunet.predict(result.model, frame.iloc[test].drop(columns="species"), backend="cpu")
+    good = next(c for c in found.ranked if c.options == {"lr": 1e-2})
+    assert good.scores[0] == pytest.approx(np.mean(predicted == frame.species.to_numpy()[test]), abs=1e-12)
+
+
+def test_the_command_ranks_saves_the_best_and_writes_json(tmp_path):
+    r = run("search", "--backend", "cpu", "--data", IRIS, "--target", "species", "--lr", "1e-2,1e-5",
+            "--folds", "2", "--epochs", "40", "--save", tmp_path / "best.npz", "--json", tmp_path / "s.json")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("lr") and "accuracy (mean of 2 folds x 1 seed)" in lines[0]
+    assert lines[1].startswith("0.01") and "Best: lr 0.01" in r.stdout and "task: classification" in r.stderr
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert [c["options"] for c in saved["candidates"]] == [{"lr": 0.01}, {"lr": 1e-05}]
+    model = checkpoint.load(str(tmp_path / "best.npz"))
+    assert model.config["lr"] == 0.01 and model.config["defaults"] == "table"
+
+
+def test_bad_search_options_are_one_line():
+    assert "--data" in one_line_error(run("search", "--backend", "cpu"), 2)
+    assert "--folds" in one_line_error(run("search", "--backend", "cpu", "--data", IRIS, "--folds", "1"), 2)
+    assert "--lr" in one_line_error(run("search", "--backend", "cpu", "--data", IRIS, "--lr", "fast"), 2)
