@@ -228,8 +228,9 @@ class Trainer:
     def drop_host_copies(self):
         """Let go of the host's copies of the data and the start once they are on the backend (a run that
         trains once: `train`); reset() is then no longer possible."""
-        self.data = replace(self.data, x=self.data.x[:0], y=self.data.y[:0], x_val=None, y_val=None,
-                            n_train=self.data.n_train, n_val=self.data.n_val)
+        empty = {k: np.empty((0, a.shape[1]), a.dtype) for k, a in (("x", self.data.x), ("y", self.data.y))}
+        self.data = replace(self.data, **empty, x_val=None, y_val=None, n_train=self.data.n_train,
+                            n_val=self.data.n_val)  # new empty arrays: a view x[:0] would keep all of x alive
         self.start = None
 
     def run(self, on_log=None, stop=None, progress=None, copy_params=True):
