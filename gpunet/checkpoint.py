@@ -131,6 +131,8 @@ def _read(path):
     try:
         f = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        if "pickle" in str(e) and not str(path).lower().endswith(".npz"):  # a CSV, say: NumPy's advice is not for it
+            raise not_a_model from None
         raise ModelFileError(f"{path}: truncated or corrupt model file ({type(e).__name__}: {e})") from None
     if not isinstance(f, np.lib.npyio.NpzFile):  # a plain .npy array
         raise not_a_model
@@ -149,7 +151,7 @@ def _read(path):
                 raise ModelFileError(f"{path}: not a complete gpunet model (missing {', '.join(missing)})")
             return fmt, {k: f[k] for k in f if k in KEYS + ("classes", "prep", "metrics")}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        if "allow_pickle" in str(e):  # NumPy's advice is not for a model file
+        if "pickle" in str(e):  # NumPy's advice is not for a model file
             raise not_a_model from None
         raise ModelFileError(f"{path}: truncated or corrupt model file ({type(e).__name__}: {e})") from None
 

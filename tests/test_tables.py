@@ -241,6 +241,8 @@ def test_small_things_a_user_meets(tmp_path):
     (tmp_path / "x.csv").write_text("x1,x2,x3\n1,2,3\n")
     line = one_line_error(run("predict", "--model", tmp_path / "objects.npz", "--data", tmp_path / "x.csv"), 5)
     assert "not a gpunet model" in line and "allow_pickle" not in line
+    line = one_line_error(run("info", tmp_path / "x.csv"), 5)  # a table given as the model
+    assert "not a gpunet model" in line and "pickle" not in line
     assert "--distributed" not in run("predict", "--help").stdout
     assert "gpunet check ... --distributed" in " ".join(run("check", "--help").stdout.split())
 
