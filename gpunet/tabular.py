@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from gpunet.errors import DataError
-TEXT_ONLY_AS_LABELS = "text is only accepted as class labels (the target of --loss ce)"
+TEXT_ONLY_AS_LABELS = "text is not a number: a text target is class labels (--task classification)"
 
 
 def _readers():
@@ -287,16 +287,6 @@ def column_indices(table, spec, option="--target"):
     if len(set(out)) < len(out):
         raise DataError(f"{table.path}: {option} names a column twice")
     return out
-
-
-def split_columns(table, target=None):
-    """(x, y, input names, target names): `target` columns (default: the last) are y, the rest x."""
-    t = column_indices(table, target, "--target") if target else [len(table.names) - 1]
-    inputs = [i for i in range(len(table.names)) if i not in t]
-    if not inputs:
-        raise DataError(f"{table.path}: every column is a target; at least one input column is needed")
-    names = table.names
-    return table.numeric(inputs), table.numeric(t), [names[i] for i in inputs], [names[i] for i in t]
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from gpunet import readers
 from gpunet.errors import DataError
-from gpunet.tabular import Table, count_rows, read_table, split_columns
+from gpunet.tabular import Table, count_rows, read_table
 
 
 def write(path, text):
@@ -144,9 +144,7 @@ def test_text_columns_are_labels_and_not_numbers(tmp_path):
     with pytest.raises(DataError) as err:
         table.numeric([0, 2])
     assert str(err.value) == (f"{path}: row 2, column 3 (species) holds text ('setosa'); "
-                              "text is only accepted as class labels (the target of --loss ce)")
-    with pytest.raises(DataError, match="holds text"):
-        split_columns(table, "x")  # species becomes an input
+                              "text is not a number: a text target is class labels (--task classification)")
 
 
 def test_labels_report_empty_and_non_finite_cells(tmp_path):
