@@ -127,9 +127,7 @@ class _MLP(BaseEstimator):
         y = y.reshape(-1, 1) if y.ndim == 1 else y
         self.n_outputs_ = y.shape[1]
         sizes = self._sizes(X.shape[1])
-        dtype = np.dtype(self.dtype) if self.dtype is not None else X.dtype
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32, float64 or None (the input's), got {self.dtype!r}")
+        dtype = self._dtype(X)
         rs = check_random_state(self.random_state)
         if first:
             self._initialize(y, sizes, dtype, rs)
@@ -141,10 +139,19 @@ class _MLP(BaseEstimator):
         else:
             self._fit_stochastic(engine, X, y, sample_weight, rs, incremental)
         self._set_weights(engine.params_host(), sizes, dtype)
+        self._check_finite()
+        return self
+
+    def _check_finite(self):
         if not all(np.isfinite(a).all() for a in [*self.coefs_, *self.intercepts_]):
             raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
                              "values and need to be preprocessed.")
-        return self
+
+    def _dtype(self, X):
+        dtype = np.dtype(self.dtype) if self.dtype is not None else X.dtype
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32, float64 or None (the input's), got {self.dtype!r}")
+        return dtype
 
     def _fit_lbfgs(self, engine, X, y, sample_weight):
         dt = engine.net.dtype
@@ -221,13 +228,17 @@ class _MLP(BaseEstimator):
         hist = self._history
         x_t = feature_major(X, engine.backend, dt)
         unconverged = fit_stochastic(engine, self._optimizer, hist, x_t, to(y.T, dt), rs, settings)
-        if unconverged:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                          "optimization hasn't converged yet.", ConvergenceWarning)
         self._optimizer.moved(engine.backend.to_numpy)
         if self.early_stopping:
             engine.net.params[...] = engine.backend.asarray(hist.best_params)
             hist.best_params = engine.backend.to_numpy(hist.best_params)
+        self._record(hist, unconverged)
+
+    def _record(self, hist, unconverged):
+        """The fitted attributes of a stochastic fit from its History; scikit-learn's warning if it did not converge."""
+        if unconverged:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                          "optimization hasn't converged yet.", ConvergenceWarning)
         for name in ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_",
                      "best_validation_score_"):
             setattr(self, name, getattr(hist, name))
@@ -412,3 +423,106 @@ class MLPClassifier(ClassifierMixin, _MLP):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+
+# the parameters in which estimators fitted as one stack may differ: numbers that only the update reads
+STACKED = ("alpha", "learning_rate_init", "momentum", "nesterovs_momentum", "power_t", "beta_1", "beta_2", "epsilon")
+
+
+def fit_stack(estimators, X, y, sample_weight=None):
+    """Fit estimators that differ only in per-model numbers as one computation (gpunet/stack.py).
+
+    They start from the same weights and see the same batches in the same order, so K of them train as one
+    stack: each matrix product one product over the models. Each ends as fit(X, y) alone would leave it (its
+    weights, loss curve, n_iter_, stopping epoch, optimizer state; to rounding), and warns as it would.
+
+    Args:
+        estimators: MLPRegressor or MLPClassifier instances of one class, with solver "sgd" or "adam", an int
+            random_state, early_stopping=False, warm_start=False and verbose=False, whose parameters differ
+            only in alpha, learning_rate_init, momentum, nesterovs_momentum, power_t, beta_1, beta_2, epsilon.
+        X, y: as fit() takes them.
+        sample_weight: not taken (None); fit weighted estimators one by one.
+
+    Returns:
+        The list of estimators, fitted.
+
+    Raises:
+        ValueError: what cannot be stacked, named.
+    """
+    from gpunet.stack import Stack, StackAdam, StackSGD, fit_stochastic_stack
+
+    estimators = list(estimators)
+    _check_stackable(estimators, sample_weight)
+    first = estimators[0]
+    for est in estimators:
+        est._validate_params()
+        X_valid, y_valid = est._validate_input(X, y, False, reset=True)
+    X = first._placed(X_valid)
+    y = y_valid.reshape(-1, 1) if y_valid.ndim == 1 else y_valid
+    dtype = first._dtype(X)
+    first.n_outputs_ = y.shape[1]
+    sizes = first._sizes(X.shape[1])
+    for est in estimators:
+        est.n_outputs_ = y.shape[1]
+        rs = check_random_state(first.random_state)  # an int: each draws the same weights, and rs its shuffles
+        est._initialize(y, sizes, dtype, rs)
+    backend = resolve("cuda", X.device.id) if on_device(X) else resolve(first.backend, first.device)
+    values = {name: np.array([est.get_params()[name] for est in estimators]) for name in STACKED}
+    stack = Stack(backend, sizes, np.stack([est._flat() for est in estimators]), dtype, first.activation,
+                  first.out_activation_, values["alpha"])
+    if first.solver == "sgd":
+        opt = StackSGD(backend, stack.params, values["learning_rate_init"], first.learning_rate, values["momentum"],
+                       values["nesterovs_momentum"], values["power_t"])
+    else:
+        opt = StackAdam(backend, stack.params, values["learning_rate_init"], values["beta_1"], values["beta_2"],
+                        values["epsilon"])
+    settings = SimpleNamespace(max_iter=first.max_iter, shuffle=first.shuffle, tol=first.tol,
+                               batch_size=first._batch_size(X.shape[0]), n_iter_no_change=first.n_iter_no_change)
+    fitted = fit_stochastic_stack(stack, opt, [est._history for est in estimators],
+                                  feature_major(X, backend, dtype), backend.asarray(y.T, dtype), rs, settings)
+    for i, (est, (params, optimizer, unconverged)) in enumerate(zip(estimators, fitted)):
+        est._optimizer = optimizer
+        est._set_weights(params, sizes, dtype)
+        est._record(est._history, unconverged)
+        try:
+            est._check_finite()
+        except ValueError as e:
+            raise ValueError(f"estimator {i}: {e}") from None
+    return estimators
+
+
+def _check_stackable(estimators, sample_weight):
+    """A ValueError naming what keeps `estimators` from being fitted as one stack, if anything does."""
+    if not estimators:
+        raise ValueError("fit_stack needs at least one estimator")
+    first = estimators[0]
+    if not isinstance(first, _MLP) or any(type(est) is not type(first) for est in estimators):
+        raise ValueError("fit_stack takes gpunet.sklearn estimators of one class (all MLPRegressor or all "
+                         f"MLPClassifier), got {sorted({type(est).__name__ for est in estimators})}")
+    if sample_weight is not None:
+        raise ValueError("fit_stack takes no sample_weight: fit weighted estimators one by one with fit()")
+    shared = {k: v for k, v in first.get_params().items() if k not in STACKED}
+    for i, est in enumerate(estimators[1:], 1):
+        differ = sorted(k for k, v in est.get_params().items() if k not in STACKED and not _same(v, shared[k]))
+        if differ:
+            raise ValueError(f"estimator {i} differs from estimator 0 in {', '.join(differ)}: only "
+                             f"{', '.join(STACKED)} may differ within a stack; fit the others apart")
+    refusals = {
+        "solver": (first.solver == "lbfgs", "lbfgs is not stochastic: fit lbfgs estimators one by one"),
+        "early_stopping": (first.early_stopping, "early_stopping=True is not stacked: fit them one by one"),
+        "warm_start": (first.warm_start, "warm_start=True continues each estimator's own fit: fit them one by one"),
+        "verbose": (first.verbose, "verbose=True prints each fit's epochs: fit them one by one"),
+        "random_state": (not isinstance(first.random_state, Integral) or isinstance(first.random_state, bool),
+                         "random_state must be an int: with None or a RandomState each fit draws its own weights "
+                         "and row order"),
+    }
+    for name, (refused, why) in refusals.items():
+        if refused:
+            raise ValueError(f"fit_stack cannot stack {name}={getattr(first, name)!r}: {why}")
+
+
+def _same(a, b):
+    """Whether two parameter values are equal (hidden_layer_sizes as a list or a tuple alike)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b

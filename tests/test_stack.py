@@ -1,0 +1,152 @@
+"""gpunet.sklearn.fit_stack: K estimators fitted as one stack end as each fitted alone (and as scikit-learn's)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("scipy")
+
+from sklearn import neural_network as sk  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+
+from gpunet import sklearn as gs  # noqa: E402
+from tests.conftest import BACKENDS  # noqa: E402
+from tests.planted import give_model_3_model_2s_alpha  # noqa: E402
+from tests.test_sklearn import TOL, assert_same_fit, classification, regression, rel  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+ALPHAS, RATES = (1e-4, 1e-2, 0.3), (3e-3, 3e-2)
+# model k: alpha ALPHAS[k % 3], learning_rate_init RATES[k // 3]; models 2 and 3 differ in both
+GRID = [dict(alpha=a, learning_rate_init=r) for r in RATES for a in ALPHAS]
+
+CASES = {  # estimator, data, settings shared by the stack, what else differs per model
+    "classifier-softmax-adam": ("classifier", "digits", dict(activation="relu", solver="adam"), {}),
+    "classifier-softmax-nesterov": ("classifier", "digits", dict(activation="relu", solver="sgd"), {}),
+    "classifier-softmax-momentum": ("classifier", "iris", dict(activation="tanh", solver="sgd",
+                                                               nesterovs_momentum=False), {}),
+    "classifier-logistic-adam-betas": ("classifier", "cancer", dict(activation="logistic", solver="adam"),
+                                       dict(beta_1=[0.9, 0.8, 0.95], beta_2=[0.999, 0.99, 0.9],
+                                            epsilon=[1e-8, 1e-6, 1e-4])),
+    "classifier-multilabel-mixed-momentum": ("classifier", "multilabel", dict(activation="identity", solver="sgd"),
+                                             dict(momentum=[0.9, 0.5, 0.0], nesterovs_momentum=[True, False, True])),
+    "regressor-adam": ("regressor", "diabetes", dict(solver="adam", batch_size=64), {}),
+    "regressor-multioutput-nesterov": ("regressor", "linnerud", dict(solver="sgd", batch_size=6), {}),
+    "regressor-invscaling": ("regressor", "diabetes", dict(solver="sgd", learning_rate="invscaling", batch_size=64),
+                             dict(power_t=[0.5, 0.25, 0.1])),
+    "regressor-poisson-adaptive": ("regressor", "poisson", dict(solver="sgd", learning_rate="adaptive",
+                                                                batch_size=64, max_iter=60), {}),
+}
+
+
+def case(name):
+    """(estimator class, x, y, shared settings, per-model settings of K = 6 models)."""
+    kind, data, shared, extra = CASES[name]
+    if kind == "classifier":
+        cls, (x, y) = gs.MLPClassifier, classification(data)
+        shared = {**dict(hidden_layer_sizes=(10,), random_state=2, max_iter=30, tol=1e-2, n_iter_no_change=2), **shared}
+    else:
+        cls = gs.MLPRegressor
+        x, y = regression("diabetes", "poisson") if data == "poisson" else regression(data)
+        shared = {**dict(hidden_layer_sizes=(12, 7), random_state=1, max_iter=30, tol=3e-3, n_iter_no_change=3,
+                         loss="poisson" if data == "poisson" else "squared_error"), **shared}
+    per_model = [{**g, **{k: v[i % len(v)] for k, v in extra.items()}} for i, g in enumerate(GRID)]
+    return cls, x, y, shared, per_model
+
+
+def assert_same_optimizer(ours, theirs):
+    """The optimizer state a later partial_fit continues from."""
+    a, b = vars(ours._optimizer), vars(theirs._optimizer)
+    for name in ("lr", "lr_init", "t", "momentum", "nesterov", "power_t", "beta_1", "beta_2", "epsilon"):
+        assert (name in a) == (name in b), name
+        if name in b:
+            assert a[name] == pytest.approx(b[name], rel=TOL), name
+    for name in ("v", "mv"):
+        if name in b:
+            assert rel(a[name], b[name]) < TOL, name
+
+
+def assert_stack_matches_alone(cls, x, y, shared, per_model, backend="cpu"):
+    """fit_stack's estimators against each fitted alone by fit(): every fitted attribute, the optimizer state and
+    the ConvergenceWarnings; returns the stacked ones."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        stacked = gs.fit_stack([cls(backend=backend, **shared, **p) for p in per_model], x, y)
+    warned = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    unconverged = 0
+    for ours, p in zip(stacked, per_model):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            theirs = cls(backend=backend, **shared, **p).fit(x, y)
+        unconverged += len(caught)
+        assert_same_fit(ours, theirs, TOL)
+        assert_same_optimizer(ours, theirs)
+    assert warned == unconverged
+    return stacked
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_each_stacked_model_is_as_if_fitted_alone(name):
+    cls, x, y, shared, per_model = case(name)
+    stacked = assert_stack_matches_alone(cls, x, y, shared, per_model)
+    if name != "regressor-multioutput-nesterov":  # 20 rows: every model runs to max_iter
+        assert len({est.n_iter_ for est in stacked}) > 1  # models stopped at different epochs, the others went on
+
+
+def test_stacked_models_match_scikit_learn_and_continue_as_they_would():
+    cls, x, y, shared, per_model = case("classifier-softmax-adam")
+    stacked = gs.fit_stack([cls(backend="cpu", **shared, **p) for p in per_model], x, y)
+    theirs = [sk.MLPClassifier(**shared, **p).fit(x, y) for p in per_model]
+    for a, b in zip(stacked, theirs):
+        assert_same_fit(a, b, TOL)
+        a.partial_fit(x, y)  # from the optimizer state the stack left
+        b.partial_fit(x, y)
+        assert_same_fit(a, b, TOL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stack_on_each_backend(backend):
+    cls, x, y, shared, per_model = case("classifier-softmax-nesterov")
+    assert_stack_matches_alone(cls, x, y, shared, per_model, backend)
+
+
+def test_a_planted_alpha_swap_is_caught(monkeypatch):
+    cls, x, y, shared, per_model = case("classifier-softmax-adam")
+    assert per_model[3]["alpha"] != per_model[2]["alpha"]
+    give_model_3_model_2s_alpha(monkeypatch)
+    with pytest.raises(AssertionError):
+        assert_stack_matches_alone(cls, x, y, shared, per_model)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(hidden_layer_sizes=(11,)), "differs from estimator 0 in hidden_layer_sizes"),
+    (dict(activation="tanh", batch_size=32), "differs from estimator 0 in activation, batch_size"),
+    (dict(random_state=3), "differs from estimator 0 in random_state"),
+    (dict(solver="lbfgs"), "lbfgs"),
+    (dict(early_stopping=True), "early_stopping"),
+    (dict(warm_start=True), "warm_start"),
+    (dict(random_state=None), "random_state must be an int"),
+    (dict(random_state=np.random.RandomState(0)), "random_state must be an int"),
+])
+def test_what_cannot_be_stacked_is_refused(change, message):
+    x, y = classification("iris")
+    kw = dict(hidden_layer_sizes=(4,), random_state=0, max_iter=2, backend="cpu")
+    if "differs" in message:
+        estimators = [gs.MLPClassifier(**kw), gs.MLPClassifier(**{**kw, **change})]
+    else:
+        estimators = [gs.MLPClassifier(**{**kw, **change}), gs.MLPClassifier(**{**kw, **change, "alpha": 1.0})]
+    with pytest.raises(ValueError, match=message):
+        gs.fit_stack(estimators, x, y)
+
+
+def test_other_inputs_are_refused():
+    x, y = classification("iris")
+    kw = dict(hidden_layer_sizes=(4,), random_state=0, max_iter=2, backend="cpu")
+    with pytest.raises(ValueError, match="no sample_weight"):
+        gs.fit_stack([gs.MLPClassifier(**kw)] * 2, x, y, sample_weight=np.ones(len(x)))
+    with pytest.raises(ValueError, match="of one class"):
+        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPRegressor(**kw)], x, y)
+    with pytest.raises(ValueError, match="at least one"):
+        gs.fit_stack([], x, y)
