@@ -467,7 +467,8 @@ def fit_stack(estimators, X, y, sample_weight=None):
         rs = check_random_state(first.random_state)  # an int: each draws the same weights, and rs its shuffles
         est._initialize(y, sizes, dtype, rs)
     backend = resolve("cuda", X.device.id) if on_device(X) else resolve(first.backend, first.device)
-    values = {name: np.array([est.get_params()[name] for est in estimators]) for name in STACKED}
+    params = [est.get_params() for est in estimators]
+    values = {name: np.array([p[name] for p in params]) for name in STACKED}
     stack = Stack(backend, sizes, np.stack([est._flat() for est in estimators]), dtype, first.activation,
                   first.out_activation_, values["alpha"])
     if first.solver == "sgd":

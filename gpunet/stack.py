@@ -152,7 +152,11 @@ class StackWorkspace:
             g = self.g[layer]
             calls.append((partial(xp.matmul, out=stack.grad_blocks[layer]), (self.a[layer], g.transpose(0, 2, 1))))
             if layer > 0:
-                calls.append((partial(xp.matmul, out=self.g[layer - 1]), (stack.weights[layer], g)))
+                # one output (an inner dimension of 1): the product is w g, which a broadcast multiply gives faster
+                if g.shape[1] == 1:
+                    calls.append((xp.multiply, (stack.weights[layer], g, self.g[layer - 1])))
+                else:
+                    calls.append((partial(xp.matmul, out=self.g[layer - 1]), (stack.weights[layer], g)))
                 if self.d[layer - 1] is not None:
                     calls.append((xp.multiply, (self.g[layer - 1], self.d[layer - 1], self.g[layer - 1])))
         return calls

@@ -1,0 +1,106 @@
+"""A grid of gpunet.sklearn candidates fitted one by one beside the same grid fitted as one stack (fit_stack).
+
+digits: 20 candidates (4 alphas x 5 learning rates), 1797 x 64 -> 64 -> 10, adam, batch 200, max_iter 30,
+float64; tutorial: K candidates of the tutorial-sized network (100 x 3 -> 32 -> 1, batch 100). Runs alternate
+(one by one, then the stack); the figures are medians of the runs, and the largest relative difference between
+the two ways' weights says they trained the same.
+Run from the repository root: python bench/stack_bench.py --help
+"""
+
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+import click
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sklearn import datasets  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from gpunet.backend import cpu_name  # noqa: E402
+from gpunet.sklearn import MLPClassifier, MLPRegressor, fit_stack  # noqa: E402
+
+
+def digits(k):
+    x, y = datasets.load_digits(return_X_y=True)
+    alphas, rates = np.logspace(-5, -1, 4), np.logspace(-4, -1, max(1, k // 4))
+    grid = [dict(alpha=a, learning_rate_init=r) for a in alphas for r in rates][:k]
+    kw = dict(hidden_layer_sizes=(64,), solver="adam", batch_size=200, max_iter=30, random_state=0)
+    return MLPClassifier, StandardScaler().fit_transform(x), y, kw, grid
+
+
+def tutorial(k):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.standard_normal(100)
+    grid = [dict(alpha=a, learning_rate_init=r) for a, r in zip(np.logspace(-5, -1, k), np.tile([1e-3, 1e-2], k))]
+    kw = dict(hidden_layer_sizes=(32,), solver="adam", batch_size=100, max_iter=200, random_state=0)
+    return MLPRegressor, x, y, kw, grid
+
+
+WORKLOADS = {"digits": digits, "tutorial": tutorial}
+
+
+def one_by_one(cls, x, y, kw, grid, backend):
+    return [cls(backend=backend, **kw, **g).fit(x, y) for g in grid]
+
+
+def stacked(cls, x, y, kw, grid, backend):
+    return fit_stack([cls(backend=backend, **kw, **g) for g in grid], x, y)
+
+
+def seconds(way, *args):
+    start = time.perf_counter()
+    fitted = way(*args)
+    return time.perf_counter() - start, fitted
+
+
+def weights_diff(a, b):
+    """The largest relative difference between two lists of fitted estimators' weights."""
+    return max(float(np.max(np.abs(p - q)) / np.max(np.abs(q)))
+               for ea, eb in zip(a, b) for p, q in zip(ea.coefs_ + ea.intercepts_, eb.coefs_ + eb.intercepts_))
+
+
+@click.command()
+@click.option("--workload", "workloads", multiple=True, default=["digits:20", "tutorial:100"], show_default=True,
+              help="NAME:K, repeatable: digits or tutorial, K candidates.")
+@click.option("--runs", default=3, show_default=True, help="Alternating runs of each way.")
+@click.option("--backend", default="cpu", show_default=True, help="gpunet's backend: cpu, cuda or auto.")
+@click.option("--blas-threads", default=1, show_default=True,
+              help="BLAS threads (on a shared machine, more threads than free cores wait on each other).")
+def main(workloads, runs, backend, blas_threads):
+    """Time a grid fitted one by one and as one stack; print medians, the speed-up and the weights' difference."""
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    threadpool_limits(blas_threads, user_api="blas")
+    click.echo(f"{cpu_name() if backend == 'cpu' else backend}, {os.cpu_count()} CPUs, {blas_threads} BLAS "
+               f"thread(s), Python {platform.python_version()}, NumPy {np.__version__}")
+    for spec in workloads:
+        name, k = spec.split(":")
+        args = (*WORKLOADS[name](int(k)), backend)
+        stacked(*args[:3], {**args[3], "max_iter": 1}, args[4][:2], backend)  # warm-up: imports, first allocations
+        times = {"one by one": [], "stack": []}
+        for _ in range(runs):
+            t, alone = seconds(one_by_one, *args)
+            times["one by one"].append(t)
+            t, stack = seconds(stacked, *args)
+            times["stack"].append(t)
+        med = {way: statistics.median(ts) for way, ts in times.items()}
+        epochs = sum(est.n_iter_ for est in stack)
+        click.echo(f"{name}: {len(stack)} candidates, {epochs} model-epochs "
+                   f"(n_iter_ {min(e.n_iter_ for e in stack)}..{max(e.n_iter_ for e in stack)}), {runs} runs")
+        for way, t in med.items():
+            click.echo(f"  {way:>10}: {t:8.3f} s  ({epochs / t:8.0f} model-epochs/s)  runs: "
+                       + " ".join(f"{s:.3f}" for s in times[way]))
+        click.echo(f"  stack speed-up: {med['one by one'] / med['stack']:.2f}x; "
+                   f"weights' largest relative difference: {weights_diff(stack, alone):.1e}")
+
+
+if __name__ == "__main__":
+    main()
