@@ -1,7 +1,7 @@
 """A grid of gpunet.sklearn candidates fitted one by one beside the same grid fitted as one stack (fit_stack).
 
 digits: 20 candidates (4 alphas x 5 learning rates), 1797 x 64 -> 64 -> 10, adam, batch 200, max_iter 30,
-float64; tutorial: K candidates of the tutorial-sized network (100 x 3 -> 32 -> 1, batch 100). Runs alternate
+float64 (--dtype float32 for float32); tutorial: K candidates of the tutorial-sized network (100 x 3 -> 32 -> 1, batch 100). Runs alternate
 (one by one, then the stack); the figures are medians of the runs, and the largest relative difference between
 the two ways' weights says they trained the same.
 Run from the repository root: python bench/stack_bench.py --help
@@ -48,12 +48,12 @@ def tutorial(k):
 WORKLOADS = {"digits": digits, "tutorial": tutorial}
 
 
-def one_by_one(cls, x, y, kw, grid, backend):
-    return [cls(backend=backend, **kw, **g).fit(x, y) for g in grid]
+def one_by_one(cls, x, y, kw, grid, backend, dtype):
+    return [cls(backend=backend, dtype=dtype, **kw, **g).fit(x, y) for g in grid]
 
 
-def stacked(cls, x, y, kw, grid, backend):
-    return fit_stack([cls(backend=backend, **kw, **g) for g in grid], x, y)
+def stacked(cls, x, y, kw, grid, backend, dtype):
+    return fit_stack([cls(backend=backend, dtype=dtype, **kw, **g) for g in grid], x, y)
 
 
 def seconds(way, *args):
@@ -75,7 +75,8 @@ def weights_diff(a, b):
 @click.option("--backend", default="cpu", show_default=True, help="gpunet's backend: cpu, cuda or auto.")
 @click.option("--blas-threads", default=1, show_default=True,
               help="BLAS threads (on a shared machine, more threads than free cores wait on each other).")
-def main(workloads, runs, backend, blas_threads):
+@click.option("--dtype", default="float64", show_default=True, help="The estimators' dtype: float64 or float32.")
+def main(workloads, runs, backend, blas_threads, dtype):
     """Time a grid fitted one by one and as one stack; print medians, the speed-up and the weights' difference."""
     warnings.simplefilter("ignore", ConvergenceWarning)
     threadpool_limits(blas_threads, user_api="blas")
@@ -83,8 +84,8 @@ def main(workloads, runs, backend, blas_threads):
                f"thread(s), Python {platform.python_version()}, NumPy {np.__version__}")
     for spec in workloads:
         name, k = spec.split(":")
-        args = (*WORKLOADS[name](int(k)), backend)
-        stacked(*args[:3], {**args[3], "max_iter": 1}, args[4][:2], backend)  # warm-up: imports, first allocations
+        args = (*WORKLOADS[name](int(k)), backend, dtype)
+        stacked(*args[:3], {**args[3], "max_iter": 1}, args[4][:2], backend, dtype)  # warm-up: imports, allocations
         times = {"one by one": [], "stack": []}
         for _ in range(runs):
             t, alone = seconds(one_by_one, *args)
@@ -93,7 +94,7 @@ def main(workloads, runs, backend, blas_threads):
             times["stack"].append(t)
         med = {way: statistics.median(ts) for way, ts in times.items()}
         epochs = sum(est.n_iter_ for est in stack)
-        click.echo(f"{name}: {len(stack)} candidates, {epochs} model-epochs "
+        click.echo(f"{name}, {dtype}: {len(stack)} candidates, {epochs} model-epochs "
                    f"(n_iter_ {min(e.n_iter_ for e in stack)}..{max(e.n_iter_ for e in stack)}), {runs} runs")
         for way, t in med.items():
             click.echo(f"  {way:>10}: {t:8.3f} s  ({epochs / t:8.0f} model-epochs/s)  runs: "

@@ -39,7 +39,9 @@ class Stack:
         self.layout, self.dtype = Layout(sizes), np.dtype(dtype)
         self.activation, self.out_activation = activation, out_activation
         self.k = params.shape[0]
-        self.params = backend.asarray(np.array(params, self.dtype))
+        self.params = backend.asarray(params, self.dtype)
+        if self.params is params:  # already of the dtype, on the backend: the stack's buffer is its own
+            self.params = params.copy()
         self.grads = self.xp.zeros_like(self.params)
         self.blocks, self.grad_blocks = self._blocks(self.params), self._blocks(self.grads)
         self.weights = [blk[:, :-1] for blk in self.blocks]  # w without its bias row: the input gradient's factor
@@ -49,6 +51,12 @@ class Stack:
         self.eps = float(np.finfo(self.dtype).eps)
         self._workspaces, self._decay = {}, {}
         self._s = self._pen = None  # (batches, K): each batch's loss sum S and penalty (alpha / n) sum(w^2)
+
+    def select(self, rows):
+        """A stack of the models at `rows` (host indices) only, with their parameters."""
+        sizes, act, out = self.layout.sizes, self.activation, self.out_activation
+        return Stack(self.backend, sizes, self.params[self.backend.asarray(rows)], self.dtype, act, out,
+                     self.alpha[rows])
 
     def _blocks(self, flat):
         """(K, fan_in + 1, fan_out) views of (K, P) `flat` per layer: weight rows, then the bias row."""
@@ -255,6 +263,21 @@ class _StackOptimizer:
             self._calls = Calls(self._update_calls(params, grads))
         self._calls()
 
+    def select(self, rows):
+        """This optimizer for the models at `rows` (host indices) only, with their state."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._calls = None
+        on_backend = self.backend.asarray(rows)
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray) and value.ndim == 1:  # a host number per model
+                setattr(new, name, value[rows])
+        for name in self.STATE:  # (K, ...) or, Adam's [m; v], (2, K, ...) on the backend
+            value = getattr(self, name)
+            setattr(new, name, value[on_backend] if name != "mv" else value[:, on_backend])
+        new._columns()
+        return new
+
     def freeze(self, k):
         """Model k stops: its later updates are 0."""
         self.active[k] = False
@@ -277,12 +300,17 @@ class StackSGD(_StackOptimizer):
     """sklearn_loop.SGD over (K, P): v = mu v - lr g; params += v, or with Nesterov, params += mu v - lr g; lr,
     momentum, nesterov and power_t per model, the schedule shared."""
 
+    STATE = ("v",)
+
     def __init__(self, backend, params, lr, schedule, momentum, nesterov, power_t):
         super().__init__(backend, params, lr)
         self.schedule = schedule
         self.momentum, self.power_t = np.asarray(momentum, np.float64), np.asarray(power_t, np.float64)
         self.nesterov = np.asarray(nesterov, bool)
         self.v = self.xp.zeros_like(params)
+        self._columns()
+
+    def _columns(self):
         self._lr, self._mu = self._column(self.lr), self._column(self.momentum)
         self._set()
 
@@ -337,6 +365,11 @@ class StackAdam(_StackOptimizer):
         self.epsilon = np.asarray(epsilon, np.float64)
         self.t = 0
         self.mv = self.xp.zeros((2, *params.shape), self.dtype)  # [m; v]
+        self._columns()
+
+    STATE = ("mv",)
+
+    def _columns(self):
         self._neg_lr = self._column(-self.lr)  # this step's -lr_t per model
         self._table = None
 
@@ -401,11 +434,15 @@ def fit_stochastic_stack(stack, opt, hists, x_t, y_t, rs, s):
     idx = np.arange(n)
     order = xp.arange(n)
     done = [None] * stack.k
+    ids = np.arange(stack.k)  # the model of each row of the stack
     for hist in hists:
         hist.n_iter_ = 0
     for _ in range(s.max_iter):
-        if opt.active.sum() == 0:
+        if not opt.active.any():
             break
+        if 2 * opt.active.sum() <= stack.k:  # most have stopped: the others as a smaller stack
+            rows = np.flatnonzero(opt.active)
+            stack, opt, ids = stack.select(rows), opt.select(rows), ids[rows]
         if s.shuffle:
             perm = np.arange(n)
             rs.shuffle(perm)  # as fit_stochastic draws it
@@ -413,7 +450,7 @@ def fit_stochastic_stack(stack, opt, hists, x_t, y_t, rs, s):
             order = stack.backend.asarray(idx)
         losses = stack.epoch(x_t, y_t, order, s.batch_size, opt)
         for k in np.flatnonzero(opt.active):
-            hist = hists[k]
+            hist = hists[ids[k]]
             hist.loss_ = losses[k]
             hist.n_iter_ += 1
             hist.t_ += n
@@ -423,12 +460,12 @@ def fit_stochastic_stack(stack, opt, hists, x_t, y_t, rs, s):
             if hist.no_improvement_count > s.n_iter_no_change:
                 if opt.trigger_stopping(k):
                     params = stack.params_host(k)
-                    done[k] = (params, opt.single(k, params), False)
+                    done[ids[k]] = (params, opt.single(k, params), False)
                     opt.freeze(k)
                     continue
                 hist.no_improvement_count = 0
         opt.epoch_ends()
     for k in np.flatnonzero(opt.active):
         params = stack.params_host(k)
-        done[k] = (params, opt.single(k, params), True)
+        done[ids[k]] = (params, opt.single(k, params), True)
     return done

@@ -52,15 +52,18 @@ def wrong_softmax_gradient(monkeypatch, dtype=None):
 
 
 def give_model_3_model_2s_alpha(monkeypatch):
-    """Put model 2's alpha in model 3's slot of every stack (gpunet/stack.py) made from here on: a slip in the
-    per-model columns that only a per-model comparison sees."""
+    """Put model 2's alpha in model 3's slot of the next stack made (gpunet/stack.py): a slip in the per-model
+    columns that only a per-model comparison sees."""
     from gpunet.stack import Stack
 
     init = Stack.__init__
+    made = []
 
     def buggy(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        self.alpha = self.alpha.copy()
-        self.alpha[3] = self.alpha[2]
+        if not made:  # the first stack: a smaller one made from it as models stop keeps its alphas
+            self.alpha = self.alpha.copy()
+            self.alpha[3] = self.alpha[2]
+        made.append(self)
 
     monkeypatch.setattr(Stack, "__init__", buggy)

@@ -106,6 +106,19 @@ def test_stacked_models_match_scikit_learn_and_continue_as_they_would():
         assert_same_fit(a, b, TOL)
 
 
+def test_a_stack_shrinks_to_its_running_models(monkeypatch):
+    """When at most half of a stack still trains, the running models go on as a smaller stack, as they were."""
+    from gpunet.stack import Stack
+
+    sizes, select = [], Stack.select
+    monkeypatch.setattr(Stack, "select", lambda self, rows: sizes.append(len(rows)) or select(self, rows))
+    for name in ("classifier-softmax-adam", "classifier-softmax-nesterov"):
+        cls, x, y, shared, per_model = case(name)
+        stacked = assert_stack_matches_alone(cls, x, y, shared, per_model)
+        assert sizes and sizes[-1] == sum(est.n_iter_ == shared["max_iter"] for est in stacked)
+        sizes.clear()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_stack_on_each_backend(backend):
     cls, x, y, shared, per_model = case("classifier-softmax-nesterov")
