@@ -1,7 +1,7 @@
 """A grid of gpunet.sklearn candidates fitted one by one beside the same grid fitted as one stack (fit_stack).
 
-digits: 20 candidates (4 alphas x 5 learning rates), 1797 x 64 -> 64 -> 10, adam, batch 200, max_iter 30,
-float64 (--dtype float32 for float32); tutorial: K candidates of the tutorial-sized network (100 x 3 -> 32 -> 1, batch 100). Runs alternate
+digits: 20 candidates (4 alphas x 5 learning rates), 1797 x 64 -> 64 -> 10, adam, batch 200,
+max_iter 30, float64 (--dtype float32 for float32); tutorial: K candidates of the tutorial-sized network (100 x 3 -> 32 -> 1, batch 100). Runs alternate
 (one by one, then the stack); the figures are medians of the runs, and the largest relative difference between
 the two ways' weights says they trained the same.
 Run from the repository root: python bench/stack_bench.py --help

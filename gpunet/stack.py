@@ -77,9 +77,9 @@ class Stack:
             on_weights = np.zeros(self.layout.size)
             for w, _ in self.layout.unpack(on_weights):
                 w[...] = 1.0
-            scaled = (self.alpha / n)[:, None] * on_weights
+            scaled = self.backend.asarray((self.alpha / n)[:, None] * on_weights, self.dtype)
             tmp = self.xp.empty_like(self.params)
-            self._decay[n] = (tmp, Calls([(self.xp.multiply, (self.params, self.backend.asarray(scaled, self.dtype), tmp)),
+            self._decay[n] = (tmp, Calls([(self.xp.multiply, (self.params, scaled, tmp)),
                                           (self.xp.add, (self.grads, tmp, self.grads))]))
         return self._decay[n]
 
