@@ -21,6 +21,9 @@ from gpunet.errors import ConfigError
 from gpunet.losses import output_loss
 
 INITS = ("normal", "he", "glorot")
+# Elements of a large hidden layer's dS/dz made at a time where it is written over the layer's output: its
+# scratch, 4 MiB of float32. At least fused.WHOLE, so that each block's pass runs in the engine's own small blocks.
+GRADIENT_BLOCK = 1 << 20
 
 
 class Layout:
@@ -63,6 +66,40 @@ def init_params(sizes, rng, init="normal"):
         else:
             w[...] = rng.standard_normal(w.shape) * (1.0 if init == "normal" else np.sqrt(2.0 / w.shape[0]))
     return flat
+
+
+def keeps_derivative(backend, h, n, act):
+    """Whether a hidden layer of h units over n rows keeps act'(z) in a buffer: a small one on the CPU (fused.whole)."""
+    return act.derivative is not None and whole(backend, h * n)
+
+
+def block_rows(backend, h, n, act):
+    """The rows per block in which a hidden layer's dS/dz is written over its output a = act(z), which the backward
+    pass has read by then: each block's product into a scratch buffer, then times act'(z) read from a, over a; h for
+    the identity (the product alone, straight over a). 0 where dS/dz has a buffer of its own: a layer that keeps
+    act'(z), or one that fits in one block (its scratch would be as large)."""
+    if act.derivative is None:
+        return h
+    rows = -(-GRADIENT_BLOCK // n)
+    return rows if rows < h and not keeps_derivative(backend, h, n, act) else 0
+
+
+def scratch_rows(backend, sizes, n, act):
+    """The rows of the scratch buffer of a workspace's blocks of dS/dz (0: none)."""
+    if act.derivative is None:  # the identity's products go straight over a
+        return 0
+    return max((block_rows(backend, h, n, act) for h in sizes[1:-1]), default=0)
+
+
+def workspace_bytes(backend, sizes, n, dtype, activation_name):
+    """The bytes of a Workspace's buffers for batches of n rows (what its bytes() gives once it is made): each
+    layer's input with its row of ones, the output layer's z, error and targets, a hidden layer's dS/dz where it
+    has a buffer of its own and its act'(z) where it keeps one, and the scratch."""
+    act = activation(activation_name)
+    own = sum(h * (1 + keeps_derivative(backend, h, n, act)) for h in sizes[1:-1]
+              if not block_rows(backend, h, n, act))
+    rows = sum(sizes[:-1]) + len(sizes) - 1 + 3 * sizes[-1] + own + scratch_rows(backend, sizes, n, act)
+    return np.dtype(dtype).itemsize * n * rows
 
 
 class Network:
@@ -145,16 +182,22 @@ class Workspace:
         # Feature-major: row i of a buffer is feature i over the n observations, so elementwise passes
         # write whole contiguous rows. a[l] is layer l's input with a last row of ones (for the bias).
         # A hidden layer's matrix product writes z straight into the next layer's input rows, and the
-        # activation is applied there in place: each hidden layer holds only a[l + 1], its derivative and
-        # its gradient; the backward pass reads the activation's derivative from a[l + 1] (gpunet/activations.py).
+        # activation is applied there in place; the backward pass reads the activation's derivative from a[l + 1]
+        # (gpunet/activations.py), and writes dS/dz over it where block_rows says so: a large hidden layer holds
+        # only a[l + 1].
         self.a = [xp.ones((fan_in + 1, n), dt) for fan_in in sizes[:-1]]
         self.x = self.a[0][:-1]  # the batch's inputs, (d_in, n)
         self.z = [a[:-1] for a in self.a[1:]] + [xp.empty((sizes[-1], n), dt)]  # z[-1]: the output layer's
         # act'(z) of each small hidden layer on the CPU, filled by the forward pass and read by the backward pass:
         # a call less than reading it from the output (None: read from the output, in one fused pass)
         act = activation(net.activation)
-        self.d = [xp.ones((h, n), dt) if whole(self.backend, h * n) and act.derivative else None for h in sizes[1:-1]]
-        self.g = [xp.empty((fan_out, n), dt) for fan_out in sizes[1:]]  # scaled dLoss/dz[l]
+        b, hidden = self.backend, sizes[1:-1]
+        self.d = [xp.ones((h, n), dt) if keeps_derivative(b, h, n, act) else None for h in hidden]
+        # scaled dLoss/dz[l]: z[l] itself (written over the activation), or a buffer of its own
+        self.g = [z if block_rows(b, h, n, act) else xp.empty((h, n), dt) for h, z in zip(hidden, self.z)]
+        self.g.append(xp.empty((sizes[-1], n), dt))
+        rows = scratch_rows(b, sizes, n, act)
+        self.scratch = xp.empty((rows, n), dt) if rows else None
         self.y = xp.empty((sizes[-1], n), dt)
         self.out = output_loss(net.loss, self)
         self._forward, self._backward = self._forward_calls(act), self._backward_calls(act)
@@ -178,22 +221,31 @@ class Workspace:
 
     def _backward_calls(self, act):
         """From the output error in g[-1]: scaled by _factor, then per layer from the top dS/dw and dS/db (via
-        the row of ones) and, below the top, dS/dz of the layer below through its activation's derivative,
-        taken from that layer's output z[layer - 1] (act(z), written over z by the forward pass)."""
-        net = self.net
+        the row of ones) and, below the top, dS/dz of the layer below (_input_gradient)."""
         calls = Calls([(self.xp.multiply, (self.g[-1], self._factor, self.g[-1]))])
         for layer in reversed(range(len(self.g))):
-            g = self.g[layer]
-            calls.append((self.a[layer].dot, (g.T, net.grad_blocks[layer])))
+            calls.append((self.a[layer].dot, (self.g[layer].T, self.net.grad_blocks[layer])))
             if layer > 0:
-                g_below, d = self.g[layer - 1], self.d[layer - 1]
-                calls.append((net.weights[layer].dot, (g, g_below)))
-                if act.derivative is None:  # the identity
-                    continue
-                if d is not None:
-                    calls.append((self.xp.multiply, (g_below, d, g_below)))
-                else:
-                    calls += fused(self.backend, act.backward_pass, g_below, self.z[layer - 1], g_below)
+                calls += self._input_gradient(layer, act)
+        return calls
+
+    def _input_gradient(self, layer, act):
+        """dS/dz of layer - 1: w g through its activation's derivative, kept in d or taken from its output
+        a = z[layer - 1] (act(z), written over z by the forward pass); where dS/dz is a itself, in blocks of rows,
+        each made in the scratch buffer and multiplied into a once that block of a is read."""
+        w, g, g_below, d = self.net.weights[layer], self.g[layer], self.g[layer - 1], self.d[layer - 1]
+        a = self.z[layer - 1]
+        if act.derivative is None:  # the identity
+            return [(w.dot, (g, g_below))]
+        if d is not None:
+            return [(w.dot, (g, g_below)), (self.xp.multiply, (g_below, d, g_below))]
+        if g_below is not a:
+            return [(w.dot, (g, g_below)), *fused(self.backend, act.backward_pass, g_below, a, g_below)]
+        calls, rows = [], len(self.scratch)
+        for r in range(0, len(a), rows):
+            a_rows = a[r : r + rows]
+            part = self.scratch[: len(a_rows)]
+            calls += [(w[r : r + rows].dot, (g, part)), *fused(self.backend, act.backward_pass, part, a_rows, a_rows)]
         return calls
 
     def load(self, x, y=None):
@@ -215,7 +267,9 @@ class Workspace:
 
     def bytes(self):
         """Bytes held by this workspace's buffers."""
-        return sum(int(b.nbytes) for b in [*self.a, self.z[-1], *(d for d in self.d if d is not None), *self.g, self.y])
+        own = [*(d for d in self.d if d is not None), *(g for g, z in zip(self.g, self.z) if g is not z)]
+        scratch = [] if self.scratch is None else [self.scratch]
+        return sum(int(b.nbytes) for b in [*self.a, self.z[-1], *own, self.y, *scratch])
 
     def forward(self):
         """Fill the activations and their derivatives for the current batch; return z of the output layer (d_out, n)."""
@@ -231,7 +285,8 @@ class Workspace:
         self.out.correct(out)
 
     def backward(self, scale):
-        """net.grads = scale * dS/dparams, from the output error that error() left in g[-1]."""
+        """net.grads = scale * dS/dparams, from the output error that error() left in g[-1]. A large hidden layer's
+        output then holds its dS/dz (block_rows) until the next forward pass."""
         self._scale(scale)
         self._backward()
         return self.net.grads

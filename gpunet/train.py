@@ -16,7 +16,7 @@ from gpunet.comm import Single, device_of, launch
 from gpunet.data import Dataset, check_random_state, shard, synthetic_dataset
 from gpunet.errors import ConfigError, DeviceMemoryError
 from gpunet.losses import loss_factor
-from gpunet.model import Layout, Network, init_params
+from gpunet.model import Layout, Network, init_params, workspace_bytes
 from gpunet.monitor import EarlyStopping, Monitor
 from gpunet.optim import make_optimizer
 from gpunet.table_run import TABLE_KEYS, clip_batch, fit_to_rows, table_run
@@ -191,14 +191,15 @@ class Trainer:
             self.val.load(data.x_val, data.y_val)
 
     def needed_bytes(self):
-        """Bytes of the buffers this run allocates on the backend (parameters, gradients, optimizer, data)."""
-        item = np.dtype(self.config.dtype).itemsize
-        sizes, (n, n_val) = self.config.sizes, self.rows_held
-        batch = self.config.batch_size or n
-        per_row = (sum(sizes[:-1]) + len(sizes) - 1) + 2 * sum(sizes[1:]) + sum(sizes[1:-1]) + sizes[-1]
-        state = {"sgd": 2, "momentum": 3, "adam": 5}[self.config.optimizer] * Layout(sizes).size
-        rows = batch + (n if batch < n else 0) + n_val
-        return item * (state + per_row * rows)
+        """Bytes of the buffers this run allocates on the backend: parameters, gradients, the optimizer's and weight
+        decay's, the data mini-batches gather from, and the workspaces (gpunet.model.workspace_bytes)."""
+        config, (n, n_val) = self.config, self.rows_held
+        batch = min(config.batch_size or n, n)
+        flats = {"sgd": 2, "momentum": 3, "adam": 5}[config.optimizer] + (2 if config.weight_decay else 0)
+        data = 0 if batch == n else n * (config.d_in + config.d_out)
+        spaces = [m for m in (batch, n % batch, n_val) if m]  # a batch, the last shorter one, the validation rows
+        space = sum(workspace_bytes(self.backend, config.sizes, m, config.dtype, config.activation) for m in spaces)
+        return np.dtype(config.dtype).itemsize * (flats * Layout(config.sizes).size + data) + space
 
     def buffer_bytes(self):
         """Bytes of the buffers placed on the backend: parameters, gradients, data and workspaces."""

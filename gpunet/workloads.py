@@ -2,8 +2,11 @@
 
 from dataclasses import replace
 
+import numpy as np
+
+from gpunet.backend import resolve
 from gpunet.errors import ConfigError
-from gpunet import fused
+from gpunet.model import Layout, workspace_bytes
 from gpunet.train import Config
 
 WORKLOADS = {
@@ -39,13 +42,11 @@ def matmul_flops(config):
     return 2 * sum(per_layer) + sum(per_layer[1:])
 
 
-def needed_bytes(config):
-    """Bytes the math cannot do without: data, parameters, gradients, and per layer its output and the
-    gradient with respect to it (a hidden layer's activation is written over its input), and on the CPU a
-    small hidden layer's derivative (gpunet/fused.py; a large one's is read from its output)."""
-    sizes, n = config.sizes, config.n
-    item = 8 if config.dtype == "float64" else 4
-    params = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
-    kept = sum(n * h for h in sizes[1:-1] if n * h < fused.WHOLE and config.activation != "identity")
-    acts = 2 * n * sum(sizes[1:]) + kept
-    return item * (n * (sizes[0] + sizes[-1]) + 2 * params + acts)
+def needed_bytes(config, backend=None):
+    """Bytes the math cannot do without on `backend` (default the CPU): data, parameters, gradients, and the
+    workspace's buffers (gpunet.model.workspace_bytes) less its rows of ones."""
+    backend = backend or resolve("cpu")
+    item = np.dtype(config.dtype).itemsize
+    ones = item * config.n * (len(config.sizes) - 1)
+    space = workspace_bytes(backend, config.sizes, config.n, config.dtype, config.activation)
+    return 2 * item * Layout(config.sizes).size + space - ones

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from gpunet import backend as backends
-from gpunet import fused
+from gpunet import fused, model
 from gpunet.activations import ACTIVATIONS
+from gpunet.config import Config
 from gpunet.gradcheck import generic_network, gradcheck
-from gpunet.model import Network
+from gpunet.model import Network, workspace_bytes
+from gpunet.train import Trainer
 from tests import fake_device
 from tests.planted import drop_relu_mask, wrong_fused_derivative
 
@@ -166,3 +168,52 @@ def test_small_layers_keep_their_derivative_large_ones_read_it_from_the_output(m
     net = Network(CPU, sizes, np.zeros(257 * 1024 + 1025 * 16), np.float32)
     assert net.workspace(200).d[0] is not None  # a mini-batch of 200 x 1024 units: a buffer of 800 KiB
     assert net.workspace(8192).d == [None]  # medium's 8192 x 1024: 32 MiB not kept
+
+
+# two hidden layers of 10 and 8 units over 20 rows, taken as large: dS/dz written over their outputs in blocks of
+# 3 rows, the last ragged (10 = 3 * 3 + 1, 8 = 2 * 3 + 2), a block's pass in the engine's blocks and the last one
+# whole; the lower layer's product reads the upper one's dS/dz, itself written over that layer's output
+OVER = dict(sizes=[3, 10, 8, 2], n=20)
+
+
+@pytest.fixture
+def blocks_of_three(monkeypatch):
+    monkeypatch.setattr(fused, "WHOLE", 50)
+    monkeypatch.setattr(model, "GRADIENT_BLOCK", 3 * OVER["n"])
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
+def test_large_layers_write_their_gradient_over_their_output(blocks_of_three, activation):
+    ws = generic_network(CPU, **OVER, activation=activation, loss="mse")
+    assert ws.g[0] is ws.z[0] and ws.g[1] is ws.z[1] and ws.d == [None, None]
+    assert (ws.scratch is None) == (activation == "identity")  # the identity's products go straight over a
+    assert ws.bytes() == workspace_bytes(CPU, OVER["sizes"], OVER["n"], np.float64, activation)
+    errors = gradcheck(ws)
+    assert max(e for _, e in errors) < 1e-6, errors
+
+
+def test_a_wrong_fused_derivative_fails_where_the_gradient_is_written_over_the_output(blocks_of_three, monkeypatch):
+    wrong_fused_derivative(monkeypatch, "tanh")
+    assert dict(gradcheck(generic_network(CPU, **OVER, activation="tanh")))["w1"] > 1e-3
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_cuda_writes_over_the_output_too(blocks_of_three, monkeypatch, activation):
+    """Every layer on CUDA reads act'(z) from its output (here the stand-in's ufuncs, tests/fake_device.py)."""
+    fake_device.install(monkeypatch)
+    cuda = backends.resolve("cuda")
+    ws = generic_network(cuda, **OVER, activation=activation)
+    assert ws.g[0] is ws.z[0] and ws.g[1] is ws.z[1] and ws.d == [None, None]
+    assert ws.bytes() == workspace_bytes(cuda, OVER["sizes"], OVER["n"], np.float64, activation)
+    assert max(e for _, e in gradcheck(ws)) < 1e-6
+    wrong_fused_derivative(monkeypatch, "tanh")
+    assert dict(gradcheck(generic_network(cuda, **OVER, activation="tanh")))["w1"] > 1e-3
+
+
+@pytest.mark.parametrize("changes", [{}, dict(batch_size=8, val_split=0.2), dict(batch_size=12, activation="tanh"),
+                                     dict(activation="identity"), dict(hidden=(10, 8), dtype="float64")])
+def test_the_out_of_memory_count_is_the_buffers_made(blocks_of_three, changes):
+    """Trainer.needed_bytes, which the out-of-memory message quotes, counts the buffers the run makes (SGD: no
+    optimizer state), through the same workspace_bytes as the bench's count."""
+    trainer = Trainer(Config(**{**dict(n=30, d_in=3, hidden=(10,), d_out=2, epochs=1), **changes}), CPU)
+    assert trainer.needed_bytes() == trainer.buffer_bytes()

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gpunet import fused, model
 from gpunet.gradcheck import generic_network, gradcheck
 from tests.planted import drop_relu_mask
 
@@ -27,6 +28,20 @@ def test_gradcheck_catches_a_missing_relu_mask(backend, monkeypatch):
     drop_relu_mask(monkeypatch)
     errors = dict(gradcheck(generic_network(backend, [3, 16, 2])))
     assert errors["w1"] > 1e-2 and errors["b1"] > 1e-2
+
+
+def test_backward_written_over_the_outputs_matches_and_catches_a_missing_mask(backend, monkeypatch):
+    """Hidden layers taken as large (the thresholds lowered): dS/dz written over each one's output in blocks of 3
+    rows, through the scratch buffer, the lower layer's from the upper one's."""
+    monkeypatch.setattr(fused, "WHOLE", 50)
+    monkeypatch.setattr(model, "GRADIENT_BLOCK", 60)
+    ws = generic_network(backend, [4, 10, 8, 3], n=20, loss="mse")
+    assert ws.g[0] is ws.z[0] and ws.g[1] is ws.z[1]
+    errors = gradcheck(ws)
+    assert max(e for _, e in errors) < 1e-6, errors
+    drop_relu_mask(monkeypatch)
+    errors = dict(gradcheck(generic_network(backend, [4, 10, 8, 3], n=20, loss="mse")))
+    assert errors["w1"] > 1e-2 and errors["w2"] > 1e-2
 
 
 def test_update_is_lr_times_gradient(backend):
