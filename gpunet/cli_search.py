@@ -1,5 +1,6 @@
 """`gpunet search`: learning rates and weight decays cross-validated on a table, the best refitted and saved."""
 
+import functools
 import sys
 
 import click
@@ -24,7 +25,7 @@ def parse_floats(ctx, param, value):
 
 
 @click.command("search")
-@table_options
+@functools.partial(table_options, train=False)
 @click.option("--lr", "lrs", default=None, callback=parse_floats, help="Learning rates to try, comma-separated  "
               "[default: the table default, 0.001]")
 @click.option("--weight-decay", "decays", default=None, callback=parse_floats, help="L2 penalties to try, "

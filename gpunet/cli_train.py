@@ -23,17 +23,19 @@ from gpunet.table_run import clip_batch, table_run
 from gpunet.train import train
 
 
-def table_options(f):
-    """The options of a run on a table (--data): the target, the task, which columns, and missing cells."""
+def table_options(f, train=True):
+    """The options of a run on a table (--data): the target, the task, which columns, and missing cells; for
+    train (the data instead of the synthetic data, and --loss deciding the task too) or search."""
     opts = [
         click.option("--data", "data_path", default=None,
-                     help="Train on this table instead of synthetic data: a .csv with a header row, .parquet, "
-                     ".feather/.arrow, .npy or .npz file, or a folder or quoted glob of such files read as one table."),
+                     help=("Train on this table instead of synthetic data: " if train else "The table: ")
+                     + "a .csv with a header row, .parquet, .feather/.arrow, .npy or .npz file, or a folder or "
+                     "quoted glob of such files read as one table."),
         click.option("--target", default=None, help="Target column(s) of --data: names or 0-based indices, "
                      "comma-separated  [default: the last column]"),
         click.option("--task", default="auto", show_default=True, type=click.Choice(TASKS),
                      help="auto: text labels, and integers with few distinct values, are classes; other numbers "
-                     "are values. --loss ce (classes) or mse/sse (values) decides it too."),
+                     "are values." + (" --loss ce (classes) or mse/sse (values) decides it too." if train else "")),
         click.option("--features", default=None, help="The input columns of --data, comma-separated  "
                      "[default: every column but the targets, --drop and --keep]"),
         click.option("--drop", default=None, help="Columns of --data to leave out, comma-separated."),
