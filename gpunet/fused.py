@@ -16,6 +16,7 @@ one of them), ready to replay:
 """
 
 import ast
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -118,6 +119,7 @@ class _Pool:
 
     @classmethod
     def run(cls, parts):
+        cls.reserve(len(parts) - 1)  # after a fork the child has no threads: made again here
         futures = [cls._executor.submit(p) for p in parts[1:]]
         parts[0]()
         for f in futures:
@@ -130,6 +132,15 @@ class _Pool:
                 if cls._executor is not None:
                     cls._executor.shutdown(wait=False)  # its threads end after the work they hold, if any
                 cls._executor, cls._workers = ThreadPoolExecutor(workers, thread_name_prefix="gpunet-fused"), workers
+
+    @classmethod
+    def forget(cls):
+        """In a forked child: the parent's threads are not there, so neither is its pool."""
+        cls._executor, cls._workers, cls._lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Pool.forget)
 
 
 def blas_threads():
@@ -176,12 +187,12 @@ def _grow(scratch, i, dtype):
     return scratch[i]
 
 
-_KERNELS = {}  # (CuPy module, pass name) -> its ElementwiseKernel
+_KERNELS = {}  # (CuPy module, pass name, its source) -> its ElementwiseKernel
 
 
 def cuda_kernel(xp, p):
     """The pass as one CuPy ElementwiseKernel (compiled at its first call), made once per process."""
-    key = (id(xp), p.name)
+    key = (id(xp), p.name, p.cuda_source)  # two passes of one name and other expressions are two kernels
     if key not in _KERNELS:
         params = ", ".join(f"T {name}" for name in p.inputs)
         _KERNELS[key] = xp.ElementwiseKernel(params, "T out", f"out = {p.cuda_source}", f"gpunet_{p.name}")

@@ -180,6 +180,7 @@ OVER = dict(sizes=[3, 10, 8, 2], n=20)
 def blocks_of_three(monkeypatch):
     monkeypatch.setattr(fused, "WHOLE", 50)
     monkeypatch.setattr(model, "GRADIENT_BLOCK", 3 * OVER["n"])
+    monkeypatch.setattr(model, "MIN_BLOCK_ROWS", 1)
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
@@ -217,3 +218,30 @@ def test_the_out_of_memory_count_is_the_buffers_made(blocks_of_three, changes):
     optimizer state), through the same workspace_bytes as the bench's count."""
     trainer = Trainer(Config(**{**dict(n=30, d_in=3, hidden=(10,), d_out=2, epochs=1), **changes}), CPU)
     assert trainer.needed_bytes() == trainer.buffer_bytes()
+
+
+def test_a_tall_batch_takes_blocks_of_at_least_min_block_rows():
+    """Blocks of 1-4 rows on 2^18 rows made the input gradient 2x slower; whole layers keep their buffer."""
+    relu = ACTIVATIONS["relu"]
+    assert model.block_rows(CPU, 256, 1 << 18, relu) == model.MIN_BLOCK_ROWS
+    assert model.block_rows(CPU, 4096, 4096, relu) == model.GRADIENT_BLOCK // 4096  # large's: 256 rows
+    assert model.block_rows(CPU, 64, 1 << 18, relu) == 0  # no fewer rows than a block: a buffer of its own
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+def test_a_forked_child_runs_a_threaded_pass(monkeypatch):
+    """After fork() a child has none of its parent's threads: its first threaded pass must not wait for them."""
+    import multiprocessing
+
+    size = fused.WHOLE * 2
+    a, out = np.arange(size, dtype=np.float64), np.empty(size)
+    fused.calls(CPU, ACTIVATIONS["relu"].forward_pass, a, out, threads=2)()  # the parent's pool is made
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        result = pool.apply_async(_relu_sum_in_child, (size,))
+        assert result.get(timeout=60) == float(np.maximum(np.arange(size, dtype=np.float64), 0).sum())
+
+
+def _relu_sum_in_child(size):
+    a, out = np.arange(size, dtype=np.float64), np.empty(size)
+    fused.calls(CPU, ACTIVATIONS["relu"].forward_pass, a, out, threads=2)()
+    return float(out.sum())

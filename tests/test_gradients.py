@@ -35,6 +35,7 @@ def test_backward_written_over_the_outputs_matches_and_catches_a_missing_mask(ba
     rows, through the scratch buffer, the lower layer's from the upper one's."""
     monkeypatch.setattr(fused, "WHOLE", 50)
     monkeypatch.setattr(model, "GRADIENT_BLOCK", 60)
+    monkeypatch.setattr(model, "MIN_BLOCK_ROWS", 1)
     ws = generic_network(backend, [4, 10, 8, 3], n=20, loss="mse")
     assert ws.g[0] is ws.z[0] and ws.g[1] is ws.z[1]
     errors = gradcheck(ws)
