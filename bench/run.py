@@ -16,7 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import peers  # noqa: E402
 from gpunet.bench import bench  # noqa: E402
-from gpunet.cli import resolve_backend_list, split_list, stderr_progress  # noqa: E402
+from gpunet.cli import split_list  # noqa: E402
+from gpunet.cli_prove import resolve_backend_list, stderr_progress  # noqa: E402
 from gpunet.files import write_json  # noqa: E402
 from gpunet.report import bench_table, format_rows, format_seconds  # noqa: E402
 from gpunet.workloads import workload  # noqa: E402

@@ -268,4 +268,3 @@ def _add_commands():
 
 
 _add_commands()
-from gpunet.cli_prove import resolve_backend_list, stderr_progress  # noqa: E402,F401  (bench/run.py takes them from here)

@@ -8,7 +8,7 @@ import numpy as np
 
 from gpunet.comm import shard_range
 from gpunet.errors import ConfigError, DataError
-from gpunet.prepare import MISSING_MODES, Preparation
+from gpunet.prepare import MISSING_MODES, Preparation, missing_cells
 from gpunet.tabular import Scaler, column_indices
 
 # The tutorial's rule: y = 0.2 * x1 - 1.3 * x2 - 0.5 * x3 + N(0, 1) noise.
@@ -315,16 +315,6 @@ def missing_targets(table, t):
     return missing
 
 
-def missing_cells(col):
-    """Where a column's cells are missing: NaN numbers, empty or blank text, or the text NaN."""
-    if col.dtype.kind == "f":
-        return np.isnan(col)
-    if col.dtype.kind in "iu":
-        return np.zeros(len(col), bool)
-    text = np.char.strip(col.astype(str))
-    return (text == "") | (np.char.lower(text) == "nan")
-
-
 def cell_notes(path, filled, unseen, part=None, how="with the training rows' mean, or for text a category of their "
                "own; --missing error refuses them"):
     """One line for the missing cells filled (`how`), one for the cells made all zeros (counted over the ranks)."""
@@ -340,6 +330,15 @@ def cell_notes(path, filled, unseen, part=None, how="with the training rows' mea
         each = ", ".join(f"{k}: {int(c)}" for k, c in zip(names, n))
         notes.append(say.format(path=path, n=int(sum(n)), each=each))
     return notes
+
+
+def warn(notes, stacklevel=3):
+    """The lines of `notes` that are warnings, as Python warnings (for the Python API; the command line prints them)."""
+    import warnings
+
+    for note in notes:
+        if note.startswith("Warning: "):
+            warnings.warn(note[len("Warning: "):], stacklevel=stacklevel)
 
 
 def _share(part):

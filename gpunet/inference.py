@@ -4,14 +4,14 @@
 import csv
 import io
 import os
-import warnings
 
 import numpy as np
 
-from gpunet.data import cell_notes, class_labels, missing_targets, one_hot, target_values
+from gpunet.data import cell_notes, class_labels, missing_targets, one_hot, target_values, warn
 from gpunet.errors import DataError
 from gpunet.losses import softmax
 from gpunet.model import Network
+from gpunet.prepare import is_number
 from gpunet.tabular import column_indices
 
 CHUNK = 65536  # rows per forward pass: bounds the workspace for large files
@@ -41,9 +41,7 @@ def predict(model, data, backend="auto", proba=False, target=None, by_position=F
     model = model if isinstance(model, checkpoint.SavedModel) else checkpoint.load(model)
     table = read_table(os.fspath(data), delimiter=delimiter) if isinstance(data, (str, os.PathLike)) else as_table(data)
     x, _, notes = columns(model, table, with_targets=False, target=target, by_position=by_position)
-    for note in notes:
-        if note.startswith("Warning: "):
-            warnings.warn(note[len("Warning: "):], stacklevel=2)
+    warn(notes)
     b = backend if isinstance(backend, backends.Backend) else backends.resolve(backend, device or 0)
     y = outputs(model, x, b)
     return y if model.classes is None or proba else labels(model, y)
@@ -127,10 +125,7 @@ def _by_position(model, table, names, t):
 
 def _number(text):
     """Whether a category is a number written as text ("" too: the missing cells' category)."""
-    try:
-        return not text or bool(float(text) == float(text))
-    except ValueError:
-        return False
+    return not text or is_number(text)
 
 
 def _extra_columns(model, table, inputs, t):

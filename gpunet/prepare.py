@@ -188,35 +188,50 @@ def _numbers(table, j, rows):
     col = table.columns[j][rows]
     if col.dtype.kind in "iuf":
         return col.astype(np.float64)
-    text = pc.utf8_trim_whitespace(pa.array(col, pa.string()))
-    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    text = as_text(col)
     try:
         return np.array(pc.fill_null(pc.cast(text, pa.float64()), np.nan).to_numpy(zero_copy_only=False))
     except pa.ArrowInvalid:
-        bad = next(k for k, v in enumerate(text.to_pylist()) if v is not None and not _is_number(v))
+        bad = next(k for k, v in enumerate(text.to_pylist()) if v is not None and not is_number(v))
         raise DataError(f"{table._where(rows[bad])}, column {j + 1} ({table.names[j]}) is not a number: "
                         f"{text[bad].as_py()!r}; the model takes numbers there") from None
 
 
-def _is_number(cell):
+def is_number(text):
+    """Whether a cell's text reads as a number."""
     try:
-        float(cell)
+        float(text)
     except ValueError:
         return False
     return True
 
 
+def missing_cells(col):
+    """Where a column's cells are missing: NaN numbers, and the text cells as_text makes null."""
+    if col.dtype.kind == "f":
+        return np.isnan(col)
+    if col.dtype.kind in "iu":
+        return np.zeros(len(col), bool)
+    _, pc = _arrow()
+    return pc.is_null(as_text(col)).to_numpy(zero_copy_only=False)
+
+
 def _text(table, j, rows):
-    """Column j's `rows` as an Arrow string array, trimmed, missing cells null (numbers written as text)."""
+    """Column j's `rows` as text (as_text)."""
+    return as_text(table.columns[j][rows])
+
+
+def as_text(col):
+    """A column (numbers or text) as an Arrow string array, trimmed, whole numbers without their .0; its missing
+    cells null: NaN numbers, and empty or blank text or the text NaN (pandas' missing text)."""
     pa, pc = _arrow()
-    col = table.columns[j][rows]
     if col.dtype.kind == "f":
         whole = np.isfinite(col) & (col == np.round(col))
         text = pa.array(np.where(whole, np.where(whole, col, 0).astype(np.int64).astype(str), col.astype(str)),
                         pa.string(), mask=np.isnan(col))
     else:
         text = pc.utf8_trim_whitespace(pa.array(col.astype(str) if col.dtype.kind in "iu" else col, pa.string()))
-    missing = pc.or_(pc.equal(text, ""), pc.equal(pc.utf8_lower(text), "nan"))  # NaN: pandas' missing text
+    missing = pc.or_(pc.equal(text, ""), pc.equal(pc.utf8_lower(text), "nan"))
     return pc.if_else(missing, pa.scalar(None, pa.string()), text)
 
 

@@ -43,8 +43,7 @@ def table_run(source, given, target=None, task="auto", features=None, drop=(), k
     config = table_config(given, classify)
     data = table_dataset(table, target, config.val_split, config.seed, classify, part, Select(features, drop, keep,
                                                                                                missing))
-    config, clipped = clip_batch(config, data.n_train, "batch_size" in given)
-    config = fit_to_rows(config, data, given)
+    config, clipped = fit_to_rows(config, data, given)
     return config, data, [n for n in (note, clipped) if n] + data.notes
 
 
@@ -66,16 +65,17 @@ def read_share(source, comm=None, delimiter=None):
 
 
 def fit_to_rows(config, data, given):
-    """The table defaults that depend on the training rows n, where not given: the L2 penalty
-    min(DECAY_MAX, DECAY_PRIOR / n), and early stopping's patience, PATIENCE_STEPS steps and at least
-    PATIENCE_EPOCHS epochs (none without validation rows)."""
+    """(config, note or None) with what depends on the training rows n: a batch clipped to them (clip_batch),
+    and where not given, the L2 penalty min(DECAY_MAX, DECAY_PRIOR / n) and early stopping's patience,
+    PATIENCE_STEPS steps and at least PATIENCE_EPOCHS epochs (none without validation rows)."""
+    config, clipped = clip_batch(config, data.n_train, "batch_size" in given)
     fitted = {}
     if "weight_decay" not in given:
         fitted["weight_decay"] = min(DECAY_MAX, DECAY_PRIOR / data.n_train)
     if "early_stop" not in given:
         steps = math.ceil(data.n_train / (config.batch_size or data.n_train))
         fitted["early_stop"] = max(PATIENCE_EPOCHS, math.ceil(PATIENCE_STEPS / steps)) if data.n_val else None
-    return replace(config, **fitted)
+    return replace(config, **fitted), clipped
 
 
 def clip_batch(config, n_train, given=True):

@@ -2,7 +2,6 @@
 
 import contextlib
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -13,7 +12,7 @@ from gpunet.checkpoint import SavedModel
 from gpunet.config import Config, table_config
 from gpunet.batches import RowPlan
 from gpunet.comm import Single, device_of, launch
-from gpunet.data import Dataset, check_random_state, shard, synthetic_dataset
+from gpunet.data import Dataset, check_random_state, shard, synthetic_dataset, warn
 from gpunet.errors import ConfigError, DeviceMemoryError
 from gpunet.losses import loss_factor
 from gpunet.model import Layout, Network, init_params, workspace_bytes
@@ -456,11 +455,8 @@ def _what_to_train(config, data, options, table_options, ranks):
         if config is not None:
             raise TypeError("with a table as data, pass its options as keywords, not a Config")
         config, data, notes = table_run(data, options, comm=ranks, **table_options)
-        for note in notes:
-            if note.startswith("Warning: "):
-                warnings.warn(note[len("Warning: "):], stacklevel=3)
+        warn(notes, stacklevel=4)
         return config, data, notes
-    if config is None and data is not None and data.prep is not None:
-        config = fit_to_rows(clip_batch(table_config(options, data.classes is not None), data.n_train)[0], data,
-                             options)
+    if config is None and data is not None and data.prep is not None:  # a table's Dataset: the table defaults
+        config, _ = fit_to_rows(table_config(options, data.classes is not None), data, options)
     return config or Config(**options), data, []
