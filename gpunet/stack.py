@@ -47,6 +47,8 @@ class Stack:
         self.weights = [blk[:, :-1] for blk in self.blocks]  # w without its bias row: the input gradient's factor
         self.alpha = np.asarray(alpha, np.float64)
         self.grad_scale = OUTPUTS[out_activation][1]
+        # dS/dz of the loss sum S over the output error p - y: SquaredError's is 2 (p - y)
+        self.error_factor = (2.0 if out_activation == "identity" else 1.0) * self.grad_scale
         self.loss_per_sum = 1.0 / (2 * sizes[-1]) if out_activation == "identity" else 1.0
         self.eps = float(np.finfo(self.dtype).eps)
         self._workspaces, self._decay = {}, {}
@@ -63,10 +65,10 @@ class Stack:
         return [flat[:, o : o + r * c].reshape(self.k, r, c) for o, (r, c) in zip(self.layout.offsets,
                                                                                  self.layout.shapes)]
 
-    def workspace(self, n):
-        if n not in self._workspaces:
-            self._workspaces[n] = StackWorkspace(self, n)
-        return self._workspaces[n]
+    def workspace(self, n, own=False):
+        if (n, own) not in self._workspaces:
+            self._workspaces[n, own] = StackWorkspace(self, n, own)
+        return self._workspaces[n, own]
 
     def _decay_calls(self, n):
         """grads += (alpha / n) w per model (not the biases), through a (K, P) buffer of alpha_k / n on the weights;
@@ -74,20 +76,47 @@ class Stack:
         if not self.alpha.any():
             return None
         if n not in self._decay:
-            on_weights = np.zeros(self.layout.size)
-            for w, _ in self.layout.unpack(on_weights):
-                w[...] = 1.0
-            scaled = self.backend.asarray((self.alpha / n)[:, None] * on_weights, self.dtype)
+            scaled = self.backend.asarray((self.alpha / n)[:, None] * self._on_weights(), self.dtype)
             tmp = self.xp.empty_like(self.params)
             self._decay[n] = (tmp, Calls([(self.xp.multiply, (self.params, scaled, tmp)),
                                           (self.xp.add, (self.grads, tmp, self.grads))]))
         return self._decay[n]
 
-    def gradient(self, ws, j):
-        """grads = each model's scikit-learn gradient on the batch in `ws`; S and penalty into slot j."""
+    def _own_decay_calls(self):
+        """For batches of each model's own rows: pen = alpha sum(w^2) per model, grads += (alpha / weight sum) w
+        through `inv` (K, 1), set per batch; None when every alpha is 0."""
+        if not self.alpha.any():
+            return None
+        if "own" not in self._decay:
+            xp = self.xp
+            alpha_w = self.backend.asarray(self.alpha[:, None] * self._on_weights(), self.dtype)
+            tmp, inv = xp.empty_like(self.params), xp.empty((self.k, 1), self.dtype)
+            self._decay["own"] = (tmp, inv, Calls([(xp.multiply, (self.params, alpha_w, tmp))]),
+                                  Calls([(xp.multiply, (tmp, inv, tmp)), (xp.add, (self.grads, tmp, self.grads))]))
+        return self._decay["own"]
+
+    def _on_weights(self):
+        """(P,) host: 1 on the weights, 0 on the biases (which take no decay)."""
+        on_weights = np.zeros(self.layout.size)
+        for w, _ in self.layout.unpack(on_weights):
+            w[...] = 1.0
+        return on_weights
+
+    def gradient(self, ws, j, inv=None):
+        """grads = each model's scikit-learn gradient on the batch in `ws`; S and penalty into slot j. With each
+        model's own rows, inv (K, 1) is 1 / each model's weight sum."""
         ws.forward()
         ws.error(self._s[j])
         ws.backward()
+        if ws.own:
+            decay = self._own_decay_calls()
+            if decay is not None:
+                tmp, inv_buffer, scaled, add = decay
+                scaled()
+                self.xp.matmul(tmp[:, None, :], self.params[:, :, None], out=self._pen[j].reshape(self.k, 1, 1))
+                inv_buffer[...] = inv
+                add()
+            return
         decay = self._decay_calls(ws.n)
         if decay is not None:
             tmp, calls = decay
@@ -100,8 +129,7 @@ class Stack:
         `opt`; return the epoch's loss of each model (K,) on the host."""
         n = order.shape[0]
         batches = -(-n // batch_size)
-        if self._s is None or self._s.shape[0] != batches:
-            self._s, self._pen = (self.xp.zeros((batches, self.k), self.dtype) for _ in range(2))
+        self._slots(batches)
         opt.epoch_starts(batches)
         counts = []
         for j, start in enumerate(range(0, n, batch_size)):
@@ -115,6 +143,26 @@ class Stack:
         # scikit-learn's epoch loss: the batches' losses times their sizes, summed in float64, over n
         return (self.loss_per_sum * s.sum(axis=0) + 0.5 * np.dot(counts, pen)) / n
 
+    def epoch_own(self, xr, yr, batches, opt, n):
+        """One epoch of batches of each model's own rows (gpunet/stack_rows.py): `batches` its stack_rows.Batch
+        list, xr and yr the rows they index, n (K,) each model's training rows; return each model's epoch loss
+        (K,) on the host."""
+        self._slots(len(batches))
+        opt.epoch_starts(len(batches))
+        for j, batch in enumerate(batches):
+            ws = self.workspace(batch.rows.shape[1], own=True)
+            ws.gather_own(xr, yr, batch)
+            self.gradient(ws, j, batch.inv)
+            opt.step(j, self.params, self.grads)
+        s, pen = (self.backend.to_numpy(a).astype(np.float64) for a in (self._s, self._pen))
+        ratio = np.stack([batch.ratio for batch in batches])
+        # each batch's loss times its rows, as scikit-learn's weighted loss gives it, summed over n
+        return (ratio * (self.loss_per_sum * s + 0.5 * pen)).sum(axis=0) / n
+
+    def _slots(self, batches):
+        if self._s is None or self._s.shape[0] != batches:
+            self._s, self._pen = (self.xp.zeros((batches, self.k), self.dtype) for _ in range(2))
+
     def params_host(self, k):
         """Model k's flat parameters, a host copy."""
         return self.backend.to_numpy(self.params[k]).copy()
@@ -125,19 +173,27 @@ class StackWorkspace:
     gpunet.model.Workspace's: a[0] (d_in + 1, n) is the batch's inputs with a row of ones, shared by the models;
     a[l] (K, fan_in + 1, n) above it, whose rows but the last are the layer below's output z."""
 
-    def __init__(self, stack, n):
+    def __init__(self, stack, n, own=False):
         xp, dt, sizes, k = stack.xp, stack.dtype, stack.layout.sizes, stack.k
-        self.stack, self.xp, self.n = stack, xp, n
-        self.a = [xp.ones((sizes[0] + 1, n), dt)] + [xp.ones((k, h + 1, n), dt) for h in sizes[1:-1]]
+        self.stack, self.xp, self.n, self.own = stack, xp, n, own
+        if own:  # each model's own rows (gpunet/stack_rows.py): gathered row-major with their ones, used transposed
+            self.xr, self.yr = xp.empty((k, n, sizes[0] + 1), dt), xp.empty((k, n, sizes[-1]), dt)
+            first = self.xr.transpose(0, 2, 1)
+        else:
+            first = xp.ones((sizes[0] + 1, n), dt)
+        self.a = [first] + [xp.ones((k, h + 1, n), dt) for h in sizes[1:-1]]
         self.x = self.a[0][:-1]
         self.z = [a[:, :-1] for a in self.a[1:]] + [xp.empty((k, sizes[-1], n), dt)]
         hidden = stack.activation != "identity"
         self.d = [xp.empty((k, h, n), dt) if hidden else None for h in sizes[1:-1]]  # act'(z), from the forward pass
         self.g = [xp.empty((k, c, n), dt) for c in sizes[1:]]  # dS/dz per layer, scaled
-        self.y = xp.empty((sizes[-1], n), dt)
         kind = stack.out_activation
-        factor = 2.0 if kind == "identity" else 1.0  # SquaredError's dS/dz = 2 (p - y)
-        self._scale = stack.backend.asarray(factor * (stack.grad_scale / n), dt)  # -> a.T delta / n
+        if own:  # each model's weights of its rows, and their scale with its factor over its weight sum, per batch
+            self.y = self.yr.transpose(0, 2, 1)
+            self.weight, self._scale = xp.empty((k, 1, n), dt), xp.empty((k, 1, n), dt)
+        else:
+            self.y = xp.empty((sizes[-1], n), dt)
+            self._scale = stack.backend.asarray(stack.error_factor / n, dt)  # -> a.T delta / n
         self._out = _OutputError(self, kind)
         self._forward, self._backward = self._forward_calls(), self._backward_calls()
 
@@ -168,6 +224,14 @@ class StackWorkspace:
                 if self.d[layer - 1] is not None:
                     calls.append((xp.multiply, (self.g[layer - 1], self.d[layer - 1], self.g[layer - 1])))
         return calls
+
+    def gather_own(self, xr, yr, batch):
+        """Each model's rows of `batch` (a stack_rows.Batch) from xr (M, d_in + 1) and yr (M, d_out), with their
+        weights and scales."""
+        xp = self.xp
+        xp.take(xr, batch.rows, axis=0, out=self.xr)
+        xp.take(yr, batch.rows, axis=0, out=self.yr)
+        self.weight[...], self._scale[...] = batch.weight, batch.scale
 
     def gather(self, x_t, y_t, rows):
         """Columns `rows` of x_t (d_in, N) and y_t (d_out, N) as the batch, for every model."""
@@ -202,7 +266,8 @@ def _activation_calls(xp, name, z, d):
 
 class _OutputError:
     """The output error g = p - y of K models from their logits z (K, d_out, n) and the shared targets y (d_out, n),
-    and each model's loss sum S, as gpunet/losses.py computes them for one."""
+    and each model's loss sum S, as gpunet/losses.py computes them for one; with each model's own rows, its
+    targets (K, d_out, n) and its rows' weights."""
 
     def __init__(self, ws, kind):
         xp, k, n = ws.xp, ws.stack.k, ws.n
@@ -213,33 +278,62 @@ class _OutputError:
             self.known = xp.empty(n, ws.stack.dtype)  # 1 for a row with a label, 0 for a row of zeros
 
     def __call__(self, s):
+        if self.ws.own:
+            return self._weighted(s)
         xp, z, y, g = self.xp, self.z, self.y, self.g
         if self.kind == "identity":
             xp.subtract(z, y, out=g)
             flat = g.reshape(self.k, 1, -1)
             xp.matmul(flat, flat.transpose(0, 2, 1), out=s.reshape(self.k, 1, 1))  # sum of squares per model
             return
+        self._probabilities()  # the softmax's largest logit of each row is then 0
         if self.kind == "softmax":
-            xp.max(z, axis=1, keepdims=True, out=self.top)
-            xp.subtract(z, self.top, out=z)  # the largest logit of each row is 0
-            xp.exp(z, out=g)
-            xp.sum(g, axis=1, keepdims=True, out=self.total)
-            xp.divide(g, self.total, out=g)  # p
             # -log p[label] = log sum exp(z) - z[label], for the rows with a label
             xp.sum(y, axis=0, out=self.known)
             xp.log(self.total, out=self.total)
             s[...] = xp.matmul(self.total.reshape(self.k, -1), self.known) - xp.matmul(z.reshape(self.k, -1),
                                                                                        y.reshape(-1))
         elif self.kind == "logistic":
+            s[...] = binary_log_loss_terms(xp, y, g, self.ws.stack.eps).sum(axis=(1, 2))
+        else:  # exp: Poisson
+            s[...] = poisson_deviance_terms(xp, y, g).sum(axis=(1, 2))
+        xp.subtract(g, y, out=g)
+
+    def _probabilities(self):
+        """g = the output activation of z: softmax over the outputs (z shifted in place), logistic or exp."""
+        xp, z, g = self.xp, self.z, self.g
+        if self.kind == "softmax":
+            xp.max(z, axis=1, keepdims=True, out=self.top)
+            xp.subtract(z, self.top, out=z)
+            xp.exp(z, out=g)
+            xp.sum(g, axis=1, keepdims=True, out=self.total)
+            xp.divide(g, self.total, out=g)
+        elif self.kind == "logistic":
             xp.negative(z, out=g)
             xp.exp(g, out=g)
             xp.add(g, 1, out=g)
             xp.reciprocal(g, out=g)
-            s[...] = binary_log_loss_terms(xp, y, g, self.ws.stack.eps).sum(axis=(1, 2))
-        else:  # exp: Poisson
+        else:
             xp.exp(z, out=g)
-            s[...] = poisson_deviance_terms(xp, y, g).sum(axis=(1, 2))
-        xp.subtract(g, y, out=g)
+
+    def _weighted(self, s):
+        """g = p - y and each model's weighted loss sum S = sum_i weight_i S_i into s (K,), S_i each row's loss as
+        scikit-learn's weighted loss takes it (sklearn_loop.row_losses)."""
+        xp, z, y, g, ws = self.xp, self.z, self.y, self.g, self.ws
+        if self.kind == "identity":
+            xp.subtract(z, y, out=g)
+            terms = g * g
+        else:
+            self._probabilities()
+            if self.kind == "logistic":
+                terms = binary_log_loss_terms(xp, y, g, ws.stack.eps)
+            elif self.kind == "exp":
+                terms = poisson_deviance_terms(xp, y, g)
+            else:
+                terms = -(y * xp.log(xp.clip(g, ws.stack.eps, 1 - ws.stack.eps)))
+            xp.subtract(g, y, out=g)
+        rows = terms.sum(axis=1, keepdims=True)  # (K, 1, n)
+        xp.matmul(rows, ws.weight.transpose(0, 2, 1), out=s.reshape(self.k, 1, 1))
 
 
 class _StackOptimizer:
@@ -415,24 +509,20 @@ class StackAdam(_StackOptimizer):
         return opt
 
 
-def fit_stochastic_stack(stack, opt, hists, x_t, y_t, rs, s):
-    """scikit-learn's stochastic epochs (sklearn_loop.fit_stochastic) for a stack: one shuffle and one pass of
-    batches for all models, each model's own loss curve, schedule and stopping rule.
+def fit_stochastic_stack(stack, opt, hists, rows, s):
+    """scikit-learn's stochastic epochs (sklearn_loop.fit_stochastic) for a stack: its batches from the row plan,
+    each model's own loss curve, schedule and stopping rule.
 
     Args:
         stack, opt: the Stack and its StackSGD / StackAdam.
         hists: one sklearn_loop.History per model (without early stopping), continued.
-        x_t, y_t: training inputs (d_in, n) and targets (d_out, n) on the backend.
-        rs: the numpy RandomState for the shuffles.
-        s: settings with max_iter, shuffle, batch_size, tol and n_iter_no_change.
+        rows: the models' row plan, a stack_rows.SharedRows or stack_rows.ModelRows.
+        s: settings with max_iter, tol and n_iter_no_change.
 
     Returns:
         Per model (params, optimizer, unconverged): its flat host parameters, its optimizer as
         gpunet.sklearn keeps it, and whether it stopped at max_iter without converging.
     """
-    xp, n = stack.xp, x_t.shape[1]
-    idx = np.arange(n)
-    order = xp.arange(n)
     done = [None] * stack.k
     ids = np.arange(stack.k)  # the model of each row of the stack
     for hist in hists:
@@ -441,19 +531,14 @@ def fit_stochastic_stack(stack, opt, hists, x_t, y_t, rs, s):
         if not opt.active.any():
             break
         if 2 * opt.active.sum() <= stack.k:  # most have stopped: the others as a smaller stack
-            rows = np.flatnonzero(opt.active)
-            stack, opt, ids = stack.select(rows), opt.select(rows), ids[rows]
-        if s.shuffle:
-            perm = np.arange(n)
-            rs.shuffle(perm)  # as fit_stochastic draws it
-            idx = idx[perm]
-            order = stack.backend.asarray(idx)
-        losses = stack.epoch(x_t, y_t, order, s.batch_size, opt)
+            keep = np.flatnonzero(opt.active)
+            stack, opt, rows, ids = stack.select(keep), opt.select(keep), rows.select(keep), ids[keep]
+        losses = rows.epoch(stack, opt)
         for k in np.flatnonzero(opt.active):
             hist = hists[ids[k]]
             hist.loss_ = losses[k]
             hist.n_iter_ += 1
-            hist.t_ += n
+            hist.t_ += int(rows.n[k])
             hist.loss_curve_.append(hist.loss_)
             hist.update(s.tol, None, None)
             opt.iteration_ends(k, hist.t_)

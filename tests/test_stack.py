@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.sparse import csr_matrix
 
 pytest.importorskip("sklearn")
 pytest.importorskip("scipy")
@@ -136,7 +137,6 @@ def test_a_planted_alpha_swap_is_caught(monkeypatch):
 @pytest.mark.parametrize("change, message", [
     (dict(hidden_layer_sizes=(11,)), "differs from estimator 0 in hidden_layer_sizes"),
     (dict(activation="tanh", batch_size=32), "differs from estimator 0 in activation, batch_size"),
-    (dict(random_state=3), "differs from estimator 0 in random_state"),
     (dict(solver="lbfgs"), "lbfgs"),
     (dict(early_stopping=True), "early_stopping"),
     (dict(warm_start=True), "warm_start"),
@@ -157,9 +157,96 @@ def test_what_cannot_be_stacked_is_refused(change, message):
 def test_other_inputs_are_refused():
     x, y = classification("iris")
     kw = dict(hidden_layer_sizes=(4,), random_state=0, max_iter=2, backend="cpu")
-    with pytest.raises(ValueError, match="no sample_weight"):
-        gs.fit_stack([gs.MLPClassifier(**kw)] * 2, x, y, sample_weight=np.ones(len(x)))
+    with pytest.raises(ValueError, match="got 1 X for 2 estimators"):
+        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [x], y)
+    with pytest.raises(ValueError, match=r"estimator 1's data gives layers \[3, 4, 3\]"):
+        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [x, x[:, :3]], y)
+    with pytest.raises(ValueError, match="sparse X only when"):
+        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [csr_matrix(x), csr_matrix(x)], y)
     with pytest.raises(ValueError, match="of one class"):
         gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPRegressor(**kw)], x, y)
     with pytest.raises(ValueError, match="at least one"):
         gs.fit_stack([], x, y)
+
+
+def folds(x, y, k, weights=None):
+    """Each model's own rows: the training rows of fold i % k of a shuffled KFold (sizes one row apart)."""
+    from sklearn.model_selection import KFold
+
+    splits = [train for train, _ in KFold(k, shuffle=True, random_state=0).split(x)]
+    pick = lambda a, i: None if a is None else a[splits[i % k]]  # noqa: E731
+    return ([pick(x, i) for i in range(len(GRID))], [pick(y, i) for i in range(len(GRID))],
+            [pick(weights, i) for i in range(len(GRID))])
+
+
+def assert_own_rows_match_alone(cls, xs, ys, sws, shared, per_model):
+    """fit_stack with each model's own rows, random_state and weights against each fitted alone on its own."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        stacked = gs.fit_stack([cls(backend="cpu", **shared, **p) for p in per_model], xs, ys, sample_weight=sws)
+    warned = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    unconverged = 0
+    for ours, p, x, y, sw in zip(stacked, per_model, xs, ys, sws):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            theirs = cls(backend="cpu", **shared, **p).fit(x, y, sample_weight=sw)
+        unconverged += len(caught)
+        assert_same_fit(ours, theirs, TOL)
+        assert_same_optimizer(ours, theirs)
+    assert warned == unconverged
+    return stacked
+
+
+OWN_ROWS = {  # case, folds, per-model random_states, weighted
+    "folds-adam": ("classifier-softmax-adam", 7, None, False),  # 600 rows: 514 or 515, batches of 200, ragged last
+    "folds-seeds-nesterov": ("classifier-softmax-nesterov", 3, [0, 1, 2], False),
+    "seeds-one-X-logistic": ("classifier-logistic-adam-betas", 1, [5, 6], False),
+    "folds-weights-multilabel": ("classifier-multilabel-mixed-momentum", 4, [0, 3], True),
+    "folds-weights-regressor": ("regressor-adam", 5, None, True),  # 442 rows: 353 or 354, batches of 64
+    "folds-invscaling": ("regressor-invscaling", 3, [1, 2], False),
+    "folds-poisson-adaptive": ("regressor-poisson-adaptive", 2, None, True),
+}
+
+
+@pytest.mark.parametrize("name", OWN_ROWS)
+def test_models_with_their_own_rows_seeds_and_weights_are_as_if_fitted_alone(name):
+    base, k, seeds, weighted = OWN_ROWS[name]
+    cls, x, y, shared, per_model = case(base)
+    weights = np.random.default_rng(1).uniform(0.2, 2.0, len(x)) if weighted else None
+    xs, ys, sws = folds(x, y, k, weights) if k > 1 else ([x] * len(GRID), [y] * len(GRID), [weights] * len(GRID))
+    if seeds:
+        shared = {name: v for name, v in shared.items() if name != "random_state"}
+        per_model = [{**p, "random_state": seeds[i % len(seeds)]} for i, p in enumerate(per_model)]
+    stacked = assert_own_rows_match_alone(cls, xs, ys, sws, shared, per_model)
+    assert len({est.t_ for est in stacked} | {est.n_iter_ for est in stacked}) > 1
+
+
+def test_folds_with_different_batch_counts_train_as_separate_stacks(monkeypatch):
+    """Folds of 400 and 401 rows in batches of 200 take 2 and 3 steps an epoch: two stacks, each model as alone."""
+    from gpunet.stack import Stack
+
+    made, init = [], Stack.__init__
+    monkeypatch.setattr(Stack, "__init__", lambda self, *a, **kw: made.append(a[2].shape[0]) or init(self, *a, **kw))
+    cls, x, y, shared, per_model = case("classifier-softmax-adam")
+    xs = [x[:400] if i % 2 else x[:401] for i in range(len(GRID))]
+    ys = [y[:400] if i % 2 else y[:401] for i in range(len(GRID))]
+    assert_own_rows_match_alone(cls, xs, ys, [None] * len(GRID), {**shared, "batch_size": 200}, per_model)
+    assert made.count(3) == 2  # two stacks of three (and smaller ones as models stop)
+
+
+def test_a_planted_row_swap_is_caught(monkeypatch):
+    """Model 3 trained on model 2's fold: the per-model comparison sees it."""
+    from gpunet.stack_rows import ModelRows
+
+    cls, x, y, shared, per_model = case("classifier-softmax-adam")
+    xs, ys, sws = folds(x, y, 4)
+    init = ModelRows.__init__
+
+    def buggy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.data = self.data.copy()
+        self.data[3] = self.data[2]
+
+    monkeypatch.setattr(ModelRows, "__init__", buggy)
+    with pytest.raises(AssertionError):
+        assert_own_rows_match_alone(cls, xs, ys, sws, shared, per_model)

@@ -1,0 +1,208 @@
+"""gpunet.sklearn.fit_stack: many of gpunet.sklearn's estimators fitted as one computation (gpunet/stack.py).
+
+This module translates, as gpunet/sklearn.py does for one estimator: estimators and their data in, one stack per
+group of equal batch counts, fitted attributes out. Estimators may differ in the numbers the update reads
+(STACKED), in their random_state, and in their rows (X, y, sample_weight given per estimator: the folds of a
+search); an array object given to several estimators is validated and held once.
+"""
+
+from numbers import Integral
+from types import SimpleNamespace
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from gpunet.backend import on_device, resolve
+from gpunet.sklearn_arrays import feature_major, sample_weights
+
+# the parameters in which estimators fitted as one stack may differ: numbers that only the update reads, and
+# random_state (an int: each model's own weights and row order)
+STACKED = ("alpha", "learning_rate_init", "momentum", "nesterovs_momentum", "power_t", "beta_1", "beta_2", "epsilon",
+           "random_state")
+
+
+def fit_stack(estimators, X, y, sample_weight=None):
+    """Fit estimators that differ only in per-model numbers, random_state and rows as one computation.
+
+    Each ends as est.fit(X_k, y_k, sample_weight_k) alone would leave it (its weights, loss curve, n_iter_,
+    stopping epoch, optimizer state; to rounding), and warns as it would.
+
+    Args:
+        estimators: MLPRegressor or MLPClassifier instances of one class, with solver "sgd" or "adam", an int
+            random_state, early_stopping=False, warm_start=False and verbose=False, whose parameters differ
+            only in STACKED: alpha, learning_rate_init, momentum, nesterovs_momentum, power_t, beta_1, beta_2,
+            epsilon, random_state.
+        X, y: as fit() takes them, for all estimators; or lists with one entry per estimator (its own rows).
+        sample_weight: None, one array for all, or a list with one entry (or None) per estimator.
+
+    Returns:
+        The list of estimators, fitted.
+
+    Raises:
+        ValueError: what cannot be stacked, named.
+    """
+    estimators = list(estimators)
+    _check_stackable(estimators)
+    k = len(estimators)
+    xs, ys, sws = (_per_model(a, k, name) for a, name in ((X, "X"), (y, "y"), (sample_weight, "sample_weight")))
+    sets, of = _validated_sets(estimators, xs, ys, sws)
+    first = estimators[0]
+    dtype = first._dtype(sets[0].X)
+    sizes = first._sizes(sets[0].X.shape[1])
+    for i, (est, d) in enumerate(zip(estimators, of)):
+        if first._dtype(sets[d].X) != dtype or est._sizes(sets[d].X.shape[1]) != sizes:
+            raise ValueError(f"estimator {i}'s data gives layers {est._sizes(sets[d].X.shape[1])} of "
+                             f"{first._dtype(sets[d].X)}, estimator 0's {sizes} of {dtype}: fit them apart")
+    streams, stream = _initialized(estimators, sets, of, sizes, dtype)
+    backend = resolve("cuda", sets[0].X.device.id) if on_device(sets[0].X) else resolve(first.backend, first.device)
+    batch = np.array([est._batch_size(sets[d].X.shape[0]) for est, d in zip(estimators, of)])
+    count = -(-np.array([sets[d].X.shape[0] for d in of]) // batch)
+    rows = None if len(sets) == 1 and len(streams) == 1 and sets[0].sw is None else _own_rows(backend, dtype, sets)
+    for c in np.unique(count):  # one stack per batch count: a stack's models step together
+        group = np.flatnonzero(count == c)
+        _fit_group([estimators[i] for i in group], backend, sizes, dtype, sets, rows,
+                   SimpleNamespace(of=of[group], streams=streams, stream=stream[group], batch=batch[group]))
+    return estimators
+
+
+def _per_model(a, k, name):
+    """A list with one entry per estimator: `a` itself if given as a list (of k), else a repeated."""
+    if isinstance(a, (list, tuple)):
+        if len(a) != k:
+            raise ValueError(f"fit_stack got {len(a)} {name} for {k} estimators: give one per estimator, or one "
+                             "for all")
+        return list(a)
+    return [a] * k
+
+
+def _validated_sets(estimators, xs, ys, sws):
+    """(data sets, the set of each estimator): each distinct (X, y, sample_weight) objects' validated rows once,
+    as SimpleNamespace(X, y (n, n_outputs), sw); every estimator validated as fit() validates it."""
+    seen, sets, of = {}, [], []
+    for est, x, y, sw in zip(estimators, xs, ys, sws):
+        est._validate_params()
+        x_valid, y_valid = est._validate_input(x, y, False, reset=True)
+        key = (id(x), id(y), id(sw))
+        if key not in seen:
+            x_valid = est._placed(x_valid)
+            seen[key] = len(sets)
+            sets.append(SimpleNamespace(X=x_valid, y=y_valid.reshape(-1, 1) if y_valid.ndim == 1 else y_valid,
+                                        sw=None if sw is None else sample_weights(sw, x_valid)))
+        of.append(seen[key])
+        est.n_outputs_ = sets[of[-1]].y.shape[1]
+    if len(sets) > 1 and any(hasattr(d.X, "tocsr") for d in sets):
+        raise ValueError("fit_stack stacks a sparse X only when every estimator is given the same X, y and "
+                         "random_state: fit the others one by one")
+    return sets, np.array(of)
+
+
+def _initialized(estimators, sets, of, sizes, dtype):
+    """Each estimator's weights drawn from its random_state as fit() draws them; (the RandomStates that go on to
+    shuffle, one per distinct (random_state, data set), and the stream of each estimator)."""
+    keys, streams, stream = {}, [], []
+    for est, d in zip(estimators, of):
+        rs = check_random_state(est.random_state)
+        est._initialize(sets[d].y, sizes, dtype, rs)
+        key = (est.random_state, d)
+        if key not in keys:
+            keys[key] = len(streams)
+            streams.append(rs)
+        stream.append(keys[key])
+    return streams, np.array(stream)
+
+
+def _own_rows(backend, dtype, sets):
+    """(xr (M, d_in + 1) with a column of ones, yr (M, d_out), sw (M,) or None, spans): the data sets' rows one
+    after another on the backend, and where each set starts and how many rows it has."""
+    xp = backend.xp
+    m = sum(d.X.shape[0] for d in sets)
+    xr = xp.ones((m, sets[0].X.shape[1] + 1), dtype)
+    yr = xp.empty((m, sets[0].y.shape[1]), dtype)
+    sw = None if all(d.sw is None for d in sets) else np.ones(m)
+    spans, start = [], 0
+    for d in sets:
+        n = d.X.shape[0]
+        xr[start : start + n, :-1] = backend.asarray(d.X, dtype)
+        yr[start : start + n] = backend.asarray(d.y, dtype)
+        if d.sw is not None:
+            sw[start : start + n] = d.sw
+        spans.append((start, n))
+        start += n
+    return SimpleNamespace(xr=xr, yr=yr, sw=sw, spans=spans)
+
+
+def _fit_group(estimators, backend, sizes, dtype, sets, rows, g):
+    """Fit estimators with one batch count as one stack: g holds their data sets (of), the shuffle streams,
+    each one's stream and batch size; rows is _own_rows' or None (all share one X, y and random_state)."""
+    from gpunet.stack import Stack, StackAdam, StackSGD, fit_stochastic_stack
+    from gpunet.stack_rows import ModelRows, SharedRows
+
+    first = estimators[0]
+    params = [est.get_params() for est in estimators]
+    values = {name: np.array([p[name] for p in params]) for name in STACKED}
+    stack = Stack(backend, sizes, np.stack([est._flat() for est in estimators]), dtype, first.activation,
+                  first.out_activation_, values["alpha"])
+    if first.solver == "sgd":
+        opt = StackSGD(backend, stack.params, values["learning_rate_init"], first.learning_rate, values["momentum"],
+                       values["nesterovs_momentum"], values["power_t"])
+    else:
+        opt = StackAdam(backend, stack.params, values["learning_rate_init"], values["beta_1"], values["beta_2"],
+                        values["epsilon"])
+    if rows is None:
+        d = sets[0]
+        plan = SharedRows(backend, feature_major(d.X, backend, dtype), backend.asarray(d.y.T, dtype),
+                          g.streams[0], first.shuffle, int(g.batch[0]), len(estimators))
+    else:  # these estimators' streams only: another group's go on when it is fitted
+        used, stream = np.unique(g.stream, return_inverse=True)
+        plan = ModelRows(backend, dtype, rows.xr, rows.yr, rows.sw, rows.spans, g.of, [g.streams[s] for s in used],
+                         stream, g.batch, first.shuffle, stack.error_factor)
+    settings = SimpleNamespace(max_iter=first.max_iter, tol=first.tol, n_iter_no_change=first.n_iter_no_change)
+    fitted = fit_stochastic_stack(stack, opt, [est._history for est in estimators], plan, settings)
+    for est, (flat, optimizer, unconverged) in zip(estimators, fitted):
+        est._optimizer = optimizer
+        est._set_weights(flat, sizes, dtype)
+        est._record(est._history, unconverged)
+        try:
+            est._check_finite()
+        except ValueError as e:
+            raise ValueError(f"estimator {estimators.index(est)}: {e}") from None
+
+
+def _check_stackable(estimators):
+    """A ValueError naming what keeps `estimators` from being fitted as one stack, if anything does."""
+    from gpunet.sklearn import _MLP
+
+    if not estimators:
+        raise ValueError("fit_stack needs at least one estimator")
+    first = estimators[0]
+    if not isinstance(first, _MLP) or any(type(est) is not type(first) for est in estimators):
+        raise ValueError("fit_stack takes gpunet.sklearn estimators of one class (all MLPRegressor or all "
+                         f"MLPClassifier), got {sorted({type(est).__name__ for est in estimators})}")
+    shared = {k: v for k, v in first.get_params().items() if k not in STACKED}
+    for i, est in enumerate(estimators[1:], 1):
+        differ = sorted(k for k, v in est.get_params().items() if k not in STACKED and not _same(v, shared[k]))
+        if differ:
+            raise ValueError(f"estimator {i} differs from estimator 0 in {', '.join(differ)}: only "
+                             f"{', '.join(STACKED)} may differ within a stack; fit the others apart")
+    refusals = {
+        "solver": lambda est: (est.solver == "lbfgs", "lbfgs is not stochastic: fit lbfgs estimators one by one"),
+        "early_stopping": lambda est: (est.early_stopping, "early_stopping=True is not stacked: fit them one by one"),
+        "warm_start": lambda est: (est.warm_start, "warm_start=True continues each estimator's own fit: fit them "
+                                   "one by one"),
+        "verbose": lambda est: (est.verbose, "verbose=True prints each fit's epochs: fit them one by one"),
+        "random_state": lambda est: (not isinstance(est.random_state, Integral) or isinstance(est.random_state, bool),
+                                     "random_state must be an int: with None or a RandomState each fit draws its "
+                                     "own weights and row order"),
+    }
+    for name, refusal in refusals.items():
+        for est in estimators:
+            refused, why = refusal(est)
+            if refused:
+                raise ValueError(f"fit_stack cannot stack {name}={getattr(est, name)!r}: {why}")
+
+
+def _same(a, b):
+    """Whether two parameter values are equal (hidden_layer_sizes as a list or a tuple alike)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
