@@ -1,0 +1,260 @@
+"""gpunet.search_cv: scikit-learn's searches and cross-validation with the MLP fits trained as stacks, against
+scikit-learn's own GridSearchCV, RandomizedSearchCV, cross_validate and cross_val_score over scikit-learn's MLP."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("scipy")
+
+from scipy.stats import loguniform  # noqa: E402
+from sklearn import datasets  # noqa: E402
+from sklearn import model_selection as skm  # noqa: E402
+from sklearn import neural_network as sk  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import KFold  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from gpunet import search_cv  # noqa: E402
+from gpunet import sklearn as gs  # noqa: E402
+from tests.test_sklearn import TOL  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+              pytest.mark.filterwarnings("ignore::sklearn.exceptions.FitFailedWarning")]
+
+
+def iris():
+    return datasets.load_iris(return_X_y=True)
+
+
+def diabetes():  # a subset, targets scaled: few epochs go somewhere
+    x, y = datasets.load_diabetes(return_X_y=True)
+    return x[:200], (y[:200] - y.mean()) / y.std()
+
+
+def cancer():  # unscaled: for the Pipeline's StandardScaler; binary, a logistic output
+    x, y = datasets.load_breast_cancer(return_X_y=True)
+    return x[::2], y[::2]
+
+
+def standardised(data):
+    x, y = data
+    return StandardScaler().fit_transform(x), y
+
+
+# name: (classifier?, data, MLP settings, grid); a grid's keys are the MLP's (prefixed in a Pipeline)
+CASES = {
+    "classifier-adam": (True, lambda: standardised(iris()), dict(solver="adam"),
+                        dict(alpha=[1e-4, 0.3], learning_rate_init=[1e-3, 3e-2], beta_1=[0.9, 0.8])),
+    "classifier-nesterov-constant": (True, lambda: standardised(iris()), dict(solver="sgd", activation="tanh"),
+                                     dict(momentum=[0.5, 0.9], learning_rate_init=[1e-2, 0.1])),
+    "classifier-momentum-invscaling": (True, lambda: standardised(iris()),
+                                       dict(solver="sgd", nesterovs_momentum=False, learning_rate="invscaling",
+                                            learning_rate_init=0.1),
+                                       dict(power_t=[0.1, 0.5], alpha=[1e-4, 1e-2])),
+    "classifier-adaptive-mixed-nesterov-pipeline": (True, cancer,
+                                                    dict(solver="sgd", learning_rate="adaptive", tol=0.05,
+                                                         n_iter_no_change=2, activation="logistic"),
+                                                    dict(nesterovs_momentum=[True, False],
+                                                         learning_rate_init=[1e-2, 0.1])),
+    "regressor-adam-pipeline": (False, diabetes, dict(solver="adam", batch_size=50),
+                                dict(alpha=[1e-4, 1.0], learning_rate_init=[1e-3, 1e-2])),
+    "regressor-nesterov-invscaling": (False, lambda: standardised(diabetes()),
+                                      dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.01,
+                                           batch_size=64),
+                                      dict(power_t=[0.25, 0.5], momentum=[0.0, 0.9])),
+}
+SHARED = dict(hidden_layer_sizes=(6,), max_iter=15, random_state=0)
+LBFGS = dict(solver=["lbfgs"], max_iter=[4], alpha=[1e-4, 1e-2])  # candidates that fit_stack refuses
+
+
+def case(name):
+    """(ours: gpunet's estimator, theirs: scikit-learn's, grid, x, y) for one CASES entry."""
+    classifier, data, settings, grid = CASES[name]
+    x, y = data()
+    mlps = (gs.MLPClassifier, sk.MLPClassifier) if classifier else (gs.MLPRegressor, sk.MLPRegressor)
+    ours, theirs = gs_mlp, sk_mlp = (mlps[0](backend="cpu", **SHARED, **settings), mlps[1](**SHARED, **settings))
+    if name.endswith("pipeline"):
+        ours, theirs = make_pipeline(StandardScaler(), gs_mlp), make_pipeline(StandardScaler(), sk_mlp)
+        grid = {f"{type(gs_mlp).__name__.lower()}__{k}": v for k, v in grid.items()}
+    return ours, theirs, grid, x, y
+
+
+def assert_same_search(ours, theirs, tol=TOL):
+    """Two fitted searches' cv_results_ (every split's scores, their means, stds and ranks, the candidates; not the
+    times) and best candidate, scores to `tol`."""
+    a, b = ours.cv_results_, theirs.cv_results_
+    assert sorted(a) == sorted(b)
+    for key in b:
+        if key.endswith("_time"):
+            continue
+        if key.startswith(("split", "mean_", "std_")):
+            np.testing.assert_allclose(a[key], b[key], rtol=tol, atol=tol, err_msg=key)
+        else:
+            assert shown(a[key]) == shown(b[key]), key
+    for name in ("best_index_", "best_params_"):
+        assert getattr(ours, name, None) == getattr(theirs, name, None), name
+    if hasattr(theirs, "best_score_"):
+        assert ours.best_score_ == pytest.approx(theirs.best_score_, rel=tol, abs=tol)
+
+
+def shown(values):
+    """A cv_results_ column as a list, a masked entry (a parameter the candidate does not set) as None."""
+    return [None if m else v for v, m in zip(np.ma.getdata(values).tolist(), np.ma.getmaskarray(values))]
+
+
+def searched(ours, theirs, grid, x, y, **kw):
+    """gpunet.search_cv.GridSearchCV over `ours` and scikit-learn's over `theirs`, fitted."""
+    return (search_cv.GridSearchCV(ours, grid, **kw).fit(x, y), skm.GridSearchCV(theirs, grid, **kw).fit(x, y))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_grid_search_matches_scikit_learns_over_its_own_mlp(name):
+    ours, theirs, grid, x, y = case(name)
+    assert_same_search(*searched(ours, theirs, grid, x, y, cv=3, return_train_score=True))
+
+
+def test_every_fit_of_a_stackable_search_is_served_by_a_stack():
+    """Needs fit_stack's per-estimator rows (X, y as lists; gpunet/sklearn_stack.py): before them, the folds of a
+    search each make a stack of their own (stack_sizes_ [8, 8, 8] here)."""
+    ours, _, grid, x, y = case("classifier-adam")
+    search = search_cv.GridSearchCV(ours, {**grid, "random_state": [0, 1]}, cv=3).fit(x, y)
+    assert search.stacked_fits_ == 16 * 3
+    assert search.stack_sizes_ == [16 * 3]
+
+
+def test_a_planted_slip_in_the_stack_fails_the_comparison(monkeypatch):
+    """The 4th estimator of the stack trained with the 3rd's alpha (its own in its parameters): every score but that
+    candidate's still matches, and assert_same_search must see it. Needs fit_stack's per-estimator rows: the 3rd
+    and 4th fits are candidate 0's third fold and candidate 1's first."""
+    ours, theirs, _, x, y = case("classifier-adam")
+    grid = {"alpha": [1e-4, 0.5]}
+    fit_stack = search_cv.fit_stack
+
+    def planted(ests, *args, **kwargs):
+        if len(ests) >= 4:
+            assert ests[3].alpha != ests[2].alpha
+            own, ests[3].alpha = ests[3].alpha, ests[2].alpha
+            fitted = fit_stack(ests, *args, **kwargs)
+            fitted[3].alpha = own
+            return fitted
+        return fit_stack(ests, *args, **kwargs)
+
+    monkeypatch.setattr(search_cv, "fit_stack", planted)
+    planted_search, reference = searched(ours, theirs, grid, x, y, cv=3, scoring="neg_log_loss")
+    assert planted_search.stacked_fits_ == 6
+    with pytest.raises(AssertionError, match="split0_test_score"):
+        assert_same_search(planted_search, reference)
+
+
+def test_randomized_search_matches_scikit_learns():
+    ours, theirs, _, x, y = case("regressor-nesterov-invscaling")
+    dists = dict(alpha=loguniform(1e-5, 1e-1), learning_rate_init=loguniform(1e-3, 3e-2), momentum=[0.5, 0.9])
+    kw = dict(n_iter=6, cv=3, random_state=4)
+    mine = search_cv.RandomizedSearchCV(ours, dists, **kw).fit(x, y)
+    assert_same_search(mine, skm.RandomizedSearchCV(theirs, dists, **kw).fit(x, y))
+    assert mine.stacked_fits_ == 6 * 3
+
+
+def test_cross_validate_and_cross_val_score_match_scikit_learns(monkeypatch):
+    ours, theirs, grid, x, y = case("classifier-adaptive-mixed-nesterov-pipeline")
+    stacked, fit_stack = [], search_cv.fit_stack
+    monkeypatch.setattr(search_cv, "fit_stack", lambda ests, *a, **k: stacked.append(len(ests)) or fit_stack(
+        ests, *a, **k))
+    # a shuffling splitter with a RandomState: the folds are drawn once, as scikit-learn draws them
+    kw = dict(cv=KFold(4, shuffle=True, random_state=np.random.RandomState(3)), scoring=["accuracy", "neg_log_loss"],
+              return_train_score=True, return_indices=True)
+    mine = search_cv.cross_validate(ours, x, y, **kw)
+    theirs_ = skm.cross_validate(theirs, x, y, **{**kw, "cv": KFold(4, shuffle=True,
+                                                                     random_state=np.random.RandomState(3))})
+    assert sorted(mine) == sorted(theirs_)
+    for key in ("test_accuracy", "test_neg_log_loss", "train_accuracy", "train_neg_log_loss"):
+        np.testing.assert_allclose(mine[key], theirs_[key], rtol=TOL, atol=TOL, err_msg=key)
+    for part in ("train", "test"):
+        for a, b in zip(mine["indices"][part], theirs_["indices"][part]):
+            np.testing.assert_array_equal(a, b)
+    assert stacked == [4]
+    xr, yr = standardised(diabetes())
+    reg = dict(hidden_layer_sizes=(6,), max_iter=15, random_state=1, learning_rate_init=0.01)
+    np.testing.assert_allclose(search_cv.cross_val_score(gs.MLPRegressor(backend="cpu", **reg), xr, yr, cv=5),
+                               skm.cross_val_score(sk.MLPRegressor(**reg), xr, yr, cv=5), rtol=TOL, atol=TOL)
+    assert stacked == [4, 5]
+
+
+def test_sample_weights_are_sliced_as_scikit_learn_slices_them():
+    ours, theirs, grid, x, y = case("regressor-adam-pipeline")
+    sw = np.random.default_rng(0).uniform(0.2, 3.0, len(x))
+    mine = search_cv.GridSearchCV(ours, grid, cv=3).fit(x, y, mlpregressor__sample_weight=sw)
+    assert_same_search(mine, skm.GridSearchCV(theirs, grid, cv=3).fit(x, y, mlpregressor__sample_weight=sw))
+    assert mine.stacked_fits_ == 4 * 3
+
+
+def test_refit_false_and_several_metrics_with_refit_accuracy():
+    ours, theirs, grid, x, y = case("classifier-adam")
+    assert_same_search(*searched(ours, theirs, grid, x, y, cv=3, refit=False))
+    mine, ref = searched(ours, theirs, grid, x, y, cv=3, refit="accuracy", scoring=["accuracy", "neg_log_loss"])
+    assert_same_search(mine, ref)
+    np.testing.assert_allclose(mine.predict_proba(x), ref.predict_proba(x), rtol=TOL, atol=TOL)
+
+
+def test_a_failing_candidate_scores_error_score_and_raise_raises():
+    ours, theirs, _, x, y = case("classifier-adam")
+    grid = {"hidden_layer_sizes": [(6,), (0,)], "alpha": [1e-4, 1e-2]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scikit-learn's mean of NaN scores
+        mine, ref = searched(ours, theirs, grid, x, y, cv=3, error_score=np.nan)
+    assert_same_search(mine, ref)
+    assert np.isnan(mine.cv_results_["mean_test_score"]).sum() == 2 and mine.stacked_fits_ == 2 * 3
+    fit = gs._MLP.fit
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        search_cv.GridSearchCV(ours, grid, cv=3, error_score="raise").fit(x, y)
+    assert gs._MLP.fit is fit  # the hook is gone after a failed search too
+
+
+def test_n_jobs_2_gives_the_same_results_and_keeps_its_parameter():
+    ours, _, grid, x, y = case("classifier-nesterov-constant")
+    grid = [grid, LBFGS]  # lbfgs is refused by the stack: fitted alone in the workers
+    one = search_cv.GridSearchCV(ours, grid, cv=3).fit(x, y)
+    two = search_cv.GridSearchCV(ours, grid, cv=3, n_jobs=2).fit(x, y)
+    assert_same_search(two, one, tol=0)
+    assert two.get_params()["n_jobs"] == 2 and two.stacked_fits_ == one.stacked_fits_ == 4 * 3
+
+
+def test_refused_candidates_train_one_by_one_as_scikit_learns_search_trains_them():
+    ours, _, grid, x, y = case("classifier-nesterov-constant")
+    grid = [grid, LBFGS]
+    mine = search_cv.GridSearchCV(ours, grid, cv=3).fit(x, y)
+    assert_same_search(mine, skm.GridSearchCV(ours, grid, cv=3).fit(x, y))
+    assert mine.stacked_fits_ == 4 * 3  # the sgd ones
+
+
+def test_other_estimators_go_through_scikit_learns_path_unchanged():
+    x, y = standardised(iris())
+    grid = {"C": [0.1, 1.0]}
+    logistic = LogisticRegression(max_iter=10)  # scipy's lbfgs: a few iterations keep it quick
+    mine = search_cv.GridSearchCV(logistic, grid, cv=3).fit(x, y)
+    assert_same_search(mine, skm.GridSearchCV(logistic, grid, cv=3).fit(x, y), tol=0)
+    assert mine.stacked_fits_ == 0 and mine.stack_sizes_ == []
+    np.testing.assert_array_equal(search_cv.cross_val_score(logistic, x, y, cv=3),
+                                  skm.cross_val_score(logistic, x, y, cv=3))
+
+
+def test_a_waiting_fit_is_served_only_for_its_parameters_and_rows():
+    x, y = standardised(iris())
+    kw = dict(hidden_layer_sizes=(4,), max_iter=5, random_state=0, backend="cpu")
+    waiting = gs.MLPClassifier(**kw, alpha=0.5).fit(x, y)
+    cache = search_cv._Cache()
+    cache.put((search_cv._settings(waiting), search_cv._digest(x), search_cv._digest(y), None), waiting, True)
+    changed = x.copy()
+    changed[7, 2] += 1e-12
+    with search_cv._serving(cache):
+        other_rows = gs.MLPClassifier(**kw, alpha=0.5).fit(changed, y)
+        other_alpha = gs.MLPClassifier(**kw, alpha=0.4).fit(x, y)
+        served = gs.MLPClassifier(**kw, alpha=0.5).fit(x, y)
+        again = gs.MLPClassifier(**kw, alpha=0.5).fit(x, y)  # each waiting fit is served once
+    assert cache.served_stacked == 1
+    assert served.coefs_[0] is waiting.coefs_[0]
+    assert all(est.coefs_[0] is not waiting.coefs_[0] for est in (other_rows, other_alpha, again))
