@@ -102,6 +102,24 @@ class SoftmaxCrossEntropy(_ListedError):
         out[...] = self.y[xp.argmax(self.z, axis=0), self._cols].sum()
 
 
+class ClippedLogLoss(SoftmaxCrossEntropy):
+    """log (the scikit-learn API's): ce whose S clips p to [eps, 1 - eps] (eps of the dtype) as scikit-learn's
+    log loss does, so that each row adds at most -log(eps); the gradient p - onehot is not clipped."""
+
+    def __init__(self, ws):
+        super().__init__(ws)
+        eps = float(np.finfo(ws.net.dtype).eps)
+        self.low, self.high = -np.log1p(-eps), -np.log(eps)  # -log(1 - eps) <= -log p <= -log(eps)
+
+    def error(self, out=None):
+        self.calls()
+        if out is not None:
+            xp = self.xp
+            known = self.y.sum(axis=0)
+            rows = xp.log(self.total) - (self.y * self.z).sum(axis=0)  # -log p[label] (z shifted)
+            out[...] = xp.dot(known, xp.clip(rows, self.low, self.high))
+
+
 class LogisticCrossEntropy:
     """bce (the scikit-learn API's, not the command line's): a sigmoid per output,
     S = -sum [y log p + (1 - y) log(1 - p)], dS/dz = p - y.
@@ -160,6 +178,8 @@ def output_loss(name, ws):
         return LogisticCrossEntropy(ws)
     if name == "poisson":
         return PoissonDeviance(ws)
+    if name == "log":
+        return ClippedLogLoss(ws)
     loss_factor(name, 1, 1)  # validates the name
     return SoftmaxCrossEntropy(ws) if name == "ce" else SquaredError(ws)
 

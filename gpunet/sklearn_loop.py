@@ -19,7 +19,7 @@ from gpunet.losses import binary_log_loss_terms, poisson_deviance_terms
 from gpunet.model import Layout, Network
 
 # scikit-learn's output activation -> (gpunet's output loss, the backward scale that makes dS/dz = p - y)
-OUTPUTS = {"identity": ("sse", 0.5), "softmax": ("ce", 1.0), "logistic": ("bce", 1.0), "exp": ("poisson", 1.0)}
+OUTPUTS = {"identity": ("sse", 0.5), "softmax": ("log", 1.0), "logistic": ("bce", 1.0), "exp": ("poisson", 1.0)}
 HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 PREDICT_CHUNK = 8192  # rows per forward pass when predicting
 

@@ -276,6 +276,8 @@ class _OutputError:
         if kind == "softmax":
             self.top, self.total = (xp.empty((k, 1, n), ws.stack.dtype) for _ in range(2))
             self.known = xp.empty(n, ws.stack.dtype)  # 1 for a row with a label, 0 for a row of zeros
+            eps = ws.stack.eps
+            self.low, self.high = -np.log1p(-eps), -np.log(eps)  # -log(1 - eps) <= -log p <= -log(eps)
 
     def __call__(self, s):
         if self.ws.own:
@@ -288,11 +290,12 @@ class _OutputError:
             return
         self._probabilities()  # the softmax's largest logit of each row is then 0
         if self.kind == "softmax":
-            # -log p[label] = log sum exp(z) - z[label], for the rows with a label
+            # -log p[label] = log sum exp(z) - z[label], clipped as scikit-learn clips p, for the rows with a label
             xp.sum(y, axis=0, out=self.known)
             xp.log(self.total, out=self.total)
-            s[...] = xp.matmul(self.total.reshape(self.k, -1), self.known) - xp.matmul(z.reshape(self.k, -1),
-                                                                                       y.reshape(-1))
+            xp.subtract(self.total, (z * y).sum(axis=1, keepdims=True), out=self.total)
+            xp.clip(self.total, self.low, self.high, out=self.total)
+            xp.matmul(self.total.reshape(self.k, -1), self.known, out=s)
         elif self.kind == "logistic":
             s[...] = binary_log_loss_terms(xp, y, g, self.ws.stack.eps).sum(axis=(1, 2))
         else:  # exp: Poisson

@@ -343,3 +343,23 @@ def test_a_pickled_estimator_is_small_and_continues_as_one_never_pickled(solver)
     for a, b in zip(thawed.coefs_ + thawed.intercepts_, ours.coefs_ + ours.intercepts_):
         np.testing.assert_array_equal(a, b)
     assert thawed.loss_curve_ == ours.loss_curve_ and thawed._optimizer.learning_rate == ours._optimizer.learning_rate
+
+
+def test_log_loss_clips_probabilities_as_scikit_learn_does(monkeypatch):
+    """A large learning rate on digits gives some rows a probability of their label below eps: the loss curve
+    (and so the stopping epoch) follows scikit-learn's clipped log loss, one model alone and in a stack."""
+    from gpunet import sklearn_loop
+
+    x, y = datasets.load_digits(return_X_y=True)
+    x = standardised(x)
+    kw = dict(hidden_layer_sizes=(64,), learning_rate_init=0.1, alpha=1e-5, max_iter=5, random_state=0, tol=0,
+              batch_size=200)
+    theirs = sk.MLPClassifier(**kw).fit(x, y)
+    ours = gs.MLPClassifier(backend="cpu", **kw).fit(x, y)
+    pair = [gs.MLPClassifier(backend="cpu", **kw), gs.MLPClassifier(backend="cpu", **{**kw, "alpha": 0.1})]
+    stacked = gs.fit_stack(pair, x, y)[0]
+    for fit in (ours, stacked):
+        assert rel(fit.loss_curve_, theirs.loss_curve_) < 1e-12
+    monkeypatch.setitem(sklearn_loop.OUTPUTS, "softmax", ("ce", 1.0))  # the loss unclipped: the check can fail
+    unclipped = gs.MLPClassifier(backend="cpu", **kw).fit(x, y)
+    assert rel(unclipped.loss_curve_, theirs.loss_curve_) > 1e-6
