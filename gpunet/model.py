@@ -137,9 +137,9 @@ class Network:
         self._decay = {}  # c -> the calls of add_decay(c)
         self._decay_tmp = None  # add_decay's scratch buffer
 
-    def workspace(self, n):
-        """Buffers for batches of n rows (allocate once per batch size and reuse)."""
-        return Workspace(self, n)
+    def workspace(self, n, rows=False):
+        """Buffers for batches of n rows (allocate once per batch size and reuse); `rows`: see Workspace."""
+        return Workspace(self, n, rows)
 
     def step(self):
         """params -= grads: one operation over the flat buffer (the learning rate is already in grads)."""
@@ -174,10 +174,12 @@ class Workspace:
     """The activations, their derivatives and gradients of one batch size, allocated once, for a Network.
 
     The forward and backward passes live here; they read the network's parameters and write its
-    gradient buffer.
+    gradient buffer. With `rows`, the inputs are held observation by observation: a[0] is the transpose of
+    x_rows (n, d_in + 1), whose last column is the ones, so that a batch is gathered as whole rows of a
+    row-major X that carries that column (gpunet/sklearn_loop.py); the products read either layout.
     """
 
-    def __init__(self, net, n):
+    def __init__(self, net, n, rows=False):
         xp, dt, sizes = net.xp, net.dtype, net.layout.sizes
         self.net, self.backend, self.xp, self.n = net, net.backend, xp, n
         # the output error's scale, remade when it changes: a 0-d array of the dtype (NumPy takes those faster
@@ -189,7 +191,9 @@ class Workspace:
         # activation is applied there in place; the backward pass reads the activation's derivative from a[l + 1]
         # (gpunet/activations.py), and writes dS/dz over it where block_rows says so: a large hidden layer holds
         # only a[l + 1].
-        self.a = [xp.ones((fan_in + 1, n), dt) for fan_in in sizes[:-1]]
+        self.x_rows = xp.ones((n, sizes[0] + 1), dt) if rows else None
+        first = xp.ones((sizes[0] + 1, n), dt) if self.x_rows is None else self.x_rows.T
+        self.a = [first] + [xp.ones((fan_in + 1, n), dt) for fan_in in sizes[1:-1]]
         self.x = self.a[0][:-1]  # the batch's inputs, (d_in, n)
         self.z = [a[:-1] for a in self.a[1:]] + [xp.empty((sizes[-1], n), dt)]  # z[-1]: the output layer's
         # act'(z) of each small hidden layer on the CPU, filled by the forward pass and read by the backward pass:

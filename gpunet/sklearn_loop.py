@@ -202,9 +202,31 @@ class Engine:
         self.eps = float(np.finfo(self.net.dtype).eps)  # scikit-learn clips probabilities to [eps, 1 - eps]
 
     def workspace(self, n):
+        """Buffers for batches of n rows, their inputs held as rows (Workspace's `rows`: batches from rows())."""
         if n not in self._workspaces:
-            self._workspaces[n] = self.net.workspace(n)
+            self._workspaces[n] = self.net.workspace(n, rows=True)
         return self._workspaces[n]
+
+    def rows(self, x_t):
+        """x_t (d_in, N) as the batches are taken from it: a dense X as rows (N, d_in + 1), each observation
+        followed by a 1 (the bias's input), so that a batch is its rows whole, a few cache lines each, straight
+        into the workspace (200 columns of x_t were 200 cache misses per feature: 150 us a step of 1.2 ms on
+        20,000 x 64); a sparse X (SparseRows) as it is."""
+        if getattr(x_t, "sparse_rows", False):
+            return x_t
+        x_rows = self.xp.ones((x_t.shape[1], x_t.shape[0] + 1), self.net.dtype)
+        x_rows[:, :-1] = x_t.T
+        return x_rows
+
+    def take(self, x_rows, y_t, rows, ws):
+        """The batch at `rows` of rows() and y_t (d_out, N) into `ws`."""
+        if getattr(x_rows, "sparse_rows", False):  # gpunet.sklearn_arrays.SparseRows: rows made dense
+            x_rows.take(rows, ws.x)
+        elif self.backend.name == "cpu":
+            x_rows.take(rows, axis=0, out=ws.x_rows, mode="clip")  # the method, no bounds check (as Backend.take)
+        else:
+            self.xp.take(x_rows, rows, axis=0, out=ws.x_rows)
+        self.backend.take(y_t, rows, out=ws.y)
 
     def _slot(self, count):
         """The next batch's index into _s and _pen, its penalty counted `count` times; the buffers grow as needed."""
@@ -259,18 +281,14 @@ class Engine:
         self._counts, counts = [], self._counts
         return (self.loss_per_sum * s.sum() + 0.5 * pen.dot(counts)) / n
 
-    def epoch(self, x_t, y_t, order, batch_size, opt, sw_t=None):
-        """One pass over the columns `order` of x_t (d_in, N), y_t (d_out, N) in batches (weighted by the
-        columns of sw_t (1, N) when given); return the epoch's loss."""
+    def epoch(self, x_rows, y_t, order, batch_size, opt, sw_t=None):
+        """One pass over the observations `order` of x_rows (from rows()) and y_t (d_out, N) in batches (weighted
+        by the columns of sw_t (1, N) when given); return the epoch's loss."""
         xp, n = self.xp, order.shape[0]
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]
             ws = self.workspace(rows.shape[0])
-            if getattr(x_t, "sparse_rows", False):  # a sparse X (gpunet.sklearn_arrays.SparseRows): rows made dense
-                x_t.take(rows, ws.x)
-                self.backend.take(y_t, rows, out=ws.y)
-            else:
-                ws.gather(x_t, y_t, rows)
+            self.take(x_rows, y_t, rows, ws)
             self.batch_gradient(ws, sw_t, rows)
             opt.step(xp, self.net.params, self.net.grads)
         return self.loss(n)
@@ -377,6 +395,7 @@ def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
         True when it stopped at max_iter without converging (scikit-learn's ConvergenceWarning).
     """
     xp, n = engine.xp, x_t.shape[1]
+    x_rows = engine.rows(x_t)
     idx = np.arange(n)
     order = xp.arange(n)
     hist.n_iter_ = 0  # as scikit-learn: the epochs of this call (t_ counts them all)
@@ -386,7 +405,7 @@ def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
             rs.shuffle(perm)  # sklearn.utils.shuffle of the indices, as scikit-learn draws it
             idx = idx[perm]
             order = engine.backend.asarray(idx)
-        hist.loss_ = engine.epoch(x_t, y_t, order, s.batch_size, opt, s.sample_weight)
+        hist.loss_ = engine.epoch(x_rows, y_t, order, s.batch_size, opt, s.sample_weight)
         hist.n_iter_ += 1
         hist.t_ += n
         hist.loss_curve_.append(hist.loss_)
