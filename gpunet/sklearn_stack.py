@@ -6,6 +6,7 @@ group of equal batch counts, fitted attributes out. Estimators may differ in the
 search); an array object given to several estimators is validated and held once.
 """
 
+import copy
 from numbers import Integral
 from types import SimpleNamespace
 
@@ -56,12 +57,18 @@ def fit_stack(estimators, X, y, sample_weight=None):
     streams, stream = _initialized(estimators, sets, of, sizes, dtype)
     backend = resolve("cuda", sets[0].X.device.id) if on_device(sets[0].X) else resolve(first.backend, first.device)
     batch = np.array([est._batch_size(sets[d].X.shape[0]) for est, d in zip(estimators, of)])
-    count = -(-np.array([sets[d].X.shape[0] for d in of]) // batch)
-    rows = None if len(sets) == 1 and len(streams) == 1 and sets[0].sw is None else _own_rows(backend, dtype, sets)
+    n = np.array([sets[d].X.shape[0] for d in of])
+    count = -(-n // batch)
+    # An epoch of one batch of all a model's rows: a shuffle would only reorder a sum (the same to rounding), so
+    # none is drawn, and models of one data set share their batch whatever their random_state.
+    shuffle = first.shuffle and not (count == 1).all()
+    shared = len(sets) == 1 and sets[0].sw is None and (len(streams) == 1 or not shuffle)
+    rows = None if shared else _own_rows(backend, dtype, sets)
     for c in np.unique(count):  # one stack per batch count: a stack's models step together
         group = np.flatnonzero(count == c)
         _fit_group([estimators[i] for i in group], backend, sizes, dtype, sets, rows,
-                   SimpleNamespace(of=of[group], streams=streams, stream=stream[group], batch=batch[group]))
+                   SimpleNamespace(of=of[group], streams=streams, stream=stream[group], batch=batch[group],
+                                   shuffle=shuffle))
     return estimators
 
 
@@ -77,17 +84,23 @@ def _per_model(a, k, name):
 
 def _validated_sets(estimators, xs, ys, sws):
     """(data sets, the set of each estimator): each distinct (X, y, sample_weight) objects' validated rows once,
-    as SimpleNamespace(X, y (n, n_outputs), sw); every estimator validated as fit() validates it."""
+    as SimpleNamespace(X, y (n, n_outputs), sw); the first estimator given a set validates it as fit() does, the
+    others take copies of what that validation set on it (classes_, n_features_in_, ...): their parameters
+    differ only in what validation does not read."""
     seen, sets, of = {}, [], []
     for est, x, y, sw in zip(estimators, xs, ys, sws):
         est._validate_params()
-        x_valid, y_valid = est._validate_input(x, y, False, reset=True)
         key = (id(x), id(y), id(sw))
         if key not in seen:
+            before = dict(vars(est))
+            x_valid, y_valid = est._validate_input(x, y, False, reset=True)
             x_valid = est._placed(x_valid)
             seen[key] = len(sets)
+            learned = {k: v for k, v in vars(est).items() if k not in before or before[k] is not v}
             sets.append(SimpleNamespace(X=x_valid, y=y_valid.reshape(-1, 1) if y_valid.ndim == 1 else y_valid,
-                                        sw=None if sw is None else sample_weights(sw, x_valid)))
+                                        sw=None if sw is None else sample_weights(sw, x_valid), learned=learned))
+        else:
+            vars(est).update(copy.deepcopy(sets[seen[key]].learned))
         of.append(seen[key])
         est.n_outputs_ = sets[of[-1]].y.shape[1]
     if len(sets) > 1 and any(hasattr(d.X, "tocsr") for d in sets):
@@ -151,11 +164,11 @@ def _fit_group(estimators, backend, sizes, dtype, sets, rows, g):
     if rows is None:
         d = sets[0]
         plan = SharedRows(backend, feature_major(d.X, backend, dtype), backend.asarray(d.y.T, dtype),
-                          g.streams[0], first.shuffle, int(g.batch[0]), len(estimators))
+                          g.streams[0], g.shuffle, int(g.batch[0]), len(estimators))
     else:  # these estimators' streams only: another group's go on when it is fitted
         used, stream = np.unique(g.stream, return_inverse=True)
         plan = ModelRows(backend, dtype, rows.xr, rows.yr, rows.sw, rows.spans, g.of, [g.streams[s] for s in used],
-                         stream, g.batch, first.shuffle, stack.error_factor)
+                         stream, g.batch, g.shuffle, stack.error_factor)
     settings = SimpleNamespace(max_iter=first.max_iter, tol=first.tol, n_iter_no_change=first.n_iter_no_change)
     fitted = fit_stochastic_stack(stack, opt, [est._history for est in estimators], plan, settings)
     for est, (flat, optimizer, unconverged) in zip(estimators, fitted):

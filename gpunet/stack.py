@@ -176,6 +176,7 @@ class StackWorkspace:
     def __init__(self, stack, n, own=False):
         xp, dt, sizes, k = stack.xp, stack.dtype, stack.layout.sizes, stack.k
         self.stack, self.xp, self.n, self.own = stack, xp, n, own
+        self._held = None  # the stack_rows.Batch gathered last
         if own:  # each model's own rows (gpunet/stack_rows.py): gathered row-major with their ones, used transposed
             self.xr, self.yr = xp.empty((k, n, sizes[0] + 1), dt), xp.empty((k, n, sizes[-1]), dt)
             first = self.xr.transpose(0, 2, 1)
@@ -228,10 +229,13 @@ class StackWorkspace:
     def gather_own(self, xr, yr, batch):
         """Each model's rows of `batch` (a stack_rows.Batch) from xr (M, d_in + 1) and yr (M, d_out), with their
         weights and scales."""
+        if batch is self._held:  # this batch's rows are still here (an epoch of one batch, not shuffled)
+            return
         xp = self.xp
         xp.take(xr, batch.rows, axis=0, out=self.xr)
         xp.take(yr, batch.rows, axis=0, out=self.yr)
         self.weight[...], self._scale[...] = batch.weight, batch.scale
+        self._held = batch
 
     def gather(self, x_t, y_t, rows):
         """Columns `rows` of x_t (d_in, N) and y_t (d_out, N) as the batch, for every model."""

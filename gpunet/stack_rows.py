@@ -78,6 +78,7 @@ class ModelRows:
         for d, s in zip(self.data, self.stream):
             self.idx[s] = np.arange(spans[d][1])
         self.batches = -(-self.n // self.batch)
+        self._fixed = None  # the batches of the epoch, while they stay the same
         if len(set(self.batches.tolist())) != 1:
             raise ValueError("the models of a ModelRows plan take the same number of batches per epoch")
 
@@ -87,6 +88,7 @@ class ModelRows:
         new.__dict__.update(self.__dict__)
         for name in ("data", "stream", "batch", "n", "batches"):
             setattr(new, name, getattr(self, name)[rows])
+        new._fixed = None
         return new
 
     def epoch(self, stack, opt):
@@ -96,8 +98,10 @@ class ModelRows:
                 perm = np.arange(self.idx[s].shape[0])
                 rs.shuffle(perm)  # as sklearn_loop.fit_stochastic draws it, per stream
                 self.idx[s] = self.idx[s][perm]
-        batches = list(self._batches())
-        return stack.epoch_own(self.xr, self.yr, batches, opt, self.n)
+            self._fixed = None
+        if self._fixed is None:  # without shuffles every epoch takes the same batches
+            self._fixed = list(self._batches())
+        return stack.epoch_own(self.xr, self.yr, self._fixed, opt, self.n)
 
     def _orders(self):
         """(K, max rows) each model's rows of xr in this epoch's order (past its own rows: its first row)."""
