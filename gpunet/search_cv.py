@@ -22,13 +22,14 @@ from functools import wraps
 from types import SimpleNamespace
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import effective_n_jobs
 from scipy import sparse
 from sklearn import model_selection as sk
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.model_selection import check_cv
 from sklearn.utils.metadata_routing import _routing_enabled
 from sklearn.utils.metaestimators import _safe_split
+from sklearn.utils.parallel import Parallel, delayed  # joblib's, carrying scikit-learn's config and warning filters
 from sklearn.utils.validation import _check_method_params, indexable
 
 from gpunet.sklearn import STACKED, _MLP, fit_stack
@@ -113,9 +114,10 @@ def _digest(a):
     return h.hexdigest()
 
 
-def _settings(est, leave_out=()):
-    """The estimator's class and parameters as one string (a canonical repr), without those in `leave_out`."""
-    params = sorted((k, v) for k, v in est.get_params(deep=False).items() if k not in leave_out)
+def _settings(est, params, leave_out=()):
+    """The estimator's class and parameters (its get_params(deep=False)) as one string, a canonical repr, without
+    those in `leave_out`."""
+    params = sorted((k, v) for k, v in params.items() if k not in leave_out)
     return f"{type(est).__module__}.{type(est).__qualname__}{params!r}"
 
 
@@ -135,13 +137,13 @@ class _Cache:
         """Give `est` a waiting fitted state for exactly this fit, if there is one; whether it did."""
         if not self.waiting:
             return False
-        key = (_settings(est), _digest(X), _digest(y), _digest(sample_weight))
+        params = est.get_params(deep=False)
+        key = (_settings(est, params), _digest(X), _digest(y), _digest(sample_weight))
         with self.lock:
             if not self.waiting.get(key):
                 return False
             fitted, stacked = self.waiting[key].pop()
             self.served_stacked += stacked
-        params = est.get_params(deep=False)
         for name, value in vars(fitted).items():
             if name not in params:
                 setattr(est, name, value)
@@ -165,17 +167,26 @@ def _planned_fits(estimator, candidates, X, y, splits, fit_params):
             for mlp, *data in _captured(est, X_train, y_train, sliced):
                 digests = tuple(_digest(a) for a in data)
                 data = [interned.setdefault(d, a) if a is not None else None for d, a in zip(digests, data)]
+                params = mlp.get_params(deep=False)
+                shared = (_settings(mlp, params, (*STACKED, "random_state")), data[2] is None)
                 fits.append(SimpleNamespace(est=mlp, X=data[0], y=data[1], sw=data[2], digests=digests,
-                                            key=(_settings(mlp), *digests)))
+                                            key=(_settings(mlp, params), *digests), shared=shared))
     return fits
 
 
-def _groups(fits):
-    """The fits in groups that may stack: alike in every parameter outside STACKED but random_state."""
+def _stacks(fits, n_jobs):
+    """The fits in groups that may stack (alike in every parameter outside STACKED but random_state); for n_jobs
+    workers, cut into pieces of at most 1 / n_jobs of all fits, a fold's fits together where they fit."""
     groups = defaultdict(list)
     for fit in fits:
-        groups[(_settings(fit.est, (*STACKED, "random_state")), fit.sw is None)].append(fit)
-    return list(groups.values())
+        groups[fit.shared].append(fit)
+    if n_jobs == 1:
+        return list(groups.values())
+    size, pieces = -(-len(fits) // n_jobs), []
+    for group in groups.values():
+        group.sort(key=lambda f: str(f.digests))  # a fold's fits side by side
+        pieces += [group[start : start + size] for start in range(0, len(group), size)]
+    return pieces
 
 
 def _stack(ests, X, y, sw):
@@ -215,8 +226,9 @@ def _fit_group(ests, Xs, ys, sws, digests, singles):
 
 def _prefit(fits, cache, n_jobs, pre_dispatch):
     """Train the planned fits in stacks (in joblib workers when n_jobs asks) into `cache`; the stacks' sizes."""
-    groups = _groups(fits)
-    singles = effective_n_jobs(n_jobs) != 1  # else scikit-learn's pass trains the refused ones as fast
+    workers = effective_n_jobs(n_jobs)
+    groups = _stacks(fits, workers)
+    singles = workers != 1  # else scikit-learn's pass trains the refused ones as fast
     jobs = Parallel(n_jobs=n_jobs, pre_dispatch=pre_dispatch)(
         delayed(_fit_group)([f.est for f in g], [f.X for f in g], [f.y for f in g], [f.sw for f in g],
                             [f.digests for f in g], singles)

@@ -247,7 +247,8 @@ def test_a_waiting_fit_is_served_only_for_its_parameters_and_rows():
     kw = dict(hidden_layer_sizes=(4,), max_iter=5, random_state=0, backend="cpu")
     waiting = gs.MLPClassifier(**kw, alpha=0.5).fit(x, y)
     cache = search_cv._Cache()
-    cache.put((search_cv._settings(waiting), search_cv._digest(x), search_cv._digest(y), None), waiting, True)
+    key = (search_cv._settings(waiting, waiting.get_params()), search_cv._digest(x), search_cv._digest(y), None)
+    cache.put(key, waiting, True)
     changed = x.copy()
     changed[7, 2] += 1e-12
     with search_cv._serving(cache):
