@@ -189,15 +189,20 @@ class _MLP(BaseEstimator):
                        self.power_t)
         return Adam(params, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
 
-    def _split(self, X, y, sample_weight, rs):
-        """scikit-learn's early-stopping split: the training rows (X, y, sample_weight) and the validation rows
-        (X, y as the score takes it, sample_weight)."""
+    def _split_rows(self, y, rs):
+        """scikit-learn's early-stopping split of the rows of (encoded) y: (training rows, validation rows)."""
         stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
-        train, val = train_test_split(np.arange(X.shape[0]), random_state=rs, test_size=self.validation_fraction,
+        train, val = train_test_split(np.arange(y.shape[0]), random_state=rs, test_size=self.validation_fraction,
                                       stratify=stratify)
         if val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                              "your dataset.")
+        return train, val
+
+    def _split(self, X, y, sample_weight, rs):
+        """scikit-learn's early-stopping split: the training rows (X, y, sample_weight) and the validation rows
+        (X, y as the score takes it, sample_weight)."""
+        train, val = self._split_rows(y, rs)
         sw_train, sw_val = (None, None) if sample_weight is None else (sample_weight[train], sample_weight[val])
         return (X[train], y[train], sw_train), (X[val], self._score_target(y[val]), sw_val)
 

@@ -11,6 +11,7 @@ from numbers import Integral
 from types import SimpleNamespace
 
 import numpy as np
+from sklearn.base import is_classifier
 from sklearn.utils import check_random_state
 
 from gpunet.backend import on_device, resolve
@@ -30,7 +31,7 @@ def fit_stack(estimators, X, y, sample_weight=None):
 
     Args:
         estimators: MLPRegressor or MLPClassifier instances of one class, with solver "sgd" or "adam", an int
-            random_state, early_stopping=False, warm_start=False and verbose=False, whose parameters differ
+            random_state, warm_start=False and verbose=False, whose parameters differ
             only in STACKED: alpha, learning_rate_init, momentum, nesterovs_momentum, power_t, beta_1, beta_2,
             epsilon, random_state.
         X, y: as fit() takes them, for all estimators; or lists with one entry per estimator (its own rows).
@@ -55,6 +56,10 @@ def fit_stack(estimators, X, y, sample_weight=None):
             raise ValueError(f"estimator {i}'s data gives layers {est._sizes(sets[d].X.shape[1])} of "
                              f"{first._dtype(sets[d].X)}, estimator 0's {sizes} of {dtype}: fit them apart")
     streams, stream = _initialized(estimators, sets, of, sizes, dtype)
+    held_out = None
+    if first.early_stopping:  # each stream's rows split as fit() splits them; then its training rows are its set
+        sets, held_out = _split(first, sets, of, stream, streams)
+        of = stream
     backend = resolve("cuda", sets[0].X.device.id) if on_device(sets[0].X) else resolve(first.backend, first.device)
     batch = np.array([est._batch_size(sets[d].X.shape[0]) for est, d in zip(estimators, of)])
     n = np.array([sets[d].X.shape[0] for d in of])
@@ -68,7 +73,7 @@ def fit_stack(estimators, X, y, sample_weight=None):
         group = np.flatnonzero(count == c)
         _fit_group([estimators[i] for i in group], backend, sizes, dtype, sets, rows,
                    SimpleNamespace(of=of[group], streams=streams, stream=stream[group], batch=batch[group],
-                                   shuffle=shuffle))
+                                   shuffle=shuffle, held_out=held_out))
     return estimators
 
 
@@ -124,6 +129,19 @@ def _initialized(estimators, sets, of, sizes, dtype):
     return streams, np.array(stream)
 
 
+def _split(first, sets, of, stream, streams):
+    """(training sets, held-out sets): per stream (a random_state and a data set) scikit-learn's early-stopping
+    split of its set's rows, drawn from the stream as fit() draws it."""
+    data = {s: d for d, s in zip(of, stream)}
+    train, held_out = [], []
+    for s, rs in enumerate(streams):
+        d = sets[data[s]]
+        rows = first._split_rows(d.y, rs)
+        for part, i in zip((train, held_out), rows):
+            part.append(SimpleNamespace(X=d.X[i], y=d.y[i], sw=None if d.sw is None else d.sw[i]))
+    return train, held_out
+
+
 def _own_rows(backend, dtype, sets):
     """(xr (M, d_in + 1) with a column of ones, yr (M, d_out), sw (M,) or None, spans): the data sets' rows one
     after another on the backend, and where each set starts and how many rows it has."""
@@ -169,7 +187,13 @@ def _fit_group(estimators, backend, sizes, dtype, sets, rows, g):
         used, stream = np.unique(g.stream, return_inverse=True)
         plan = ModelRows(backend, dtype, rows.xr, rows.yr, rows.sw, rows.spans, g.of, [g.streams[s] for s in used],
                          stream, g.batch, g.shuffle, stack.error_factor)
-    settings = SimpleNamespace(max_iter=first.max_iter, tol=first.tol, n_iter_no_change=first.n_iter_no_change)
+    score = None
+    if g.held_out is not None:
+        from gpunet.stack_scores import ValidationScores
+
+        score = ValidationScores(backend, dtype, g.held_out, g.stream, is_classifier(first))
+    settings = SimpleNamespace(max_iter=first.max_iter, tol=first.tol, n_iter_no_change=first.n_iter_no_change,
+                               score=score)
     fitted = fit_stochastic_stack(stack, opt, [est._history for est in estimators], plan, settings)
     for est, (flat, optimizer, unconverged) in zip(estimators, fitted):
         est._optimizer = optimizer
@@ -199,7 +223,6 @@ def _check_stackable(estimators):
                              f"{', '.join(STACKED)} may differ within a stack; fit the others apart")
     refusals = {
         "solver": lambda est: (est.solver == "lbfgs", "lbfgs is not stochastic: fit lbfgs estimators one by one"),
-        "early_stopping": lambda est: (est.early_stopping, "early_stopping=True is not stacked: fit them one by one"),
         "warm_start": lambda est: (est.warm_start, "warm_start=True continues each estimator's own fit: fit them "
                                    "one by one"),
         "verbose": lambda est: (est.verbose, "verbose=True prints each fit's epochs: fit them one by one"),

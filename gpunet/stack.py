@@ -159,6 +159,19 @@ class Stack:
         # each batch's loss times its rows, as scikit-learn's weighted loss gives it, summed over n
         return (ratio * (self.loss_per_sum * s + 0.5 * pen)).sum(axis=0) / n
 
+    def outputs(self, xr, rows):
+        """Each model's output activations (K, d_out, n) on the backend for its rows `rows` (K, n) (host) of xr
+        (M, d_in + 1); the rows are gathered again only when `rows` is another array."""
+        ws = self.workspace(rows.shape[1], own="outputs")
+        if ws._held is not rows:
+            self.xp.take(xr, self.backend.asarray(rows), axis=0, out=ws.xr)
+            ws._held = rows
+        ws.forward()
+        if self.out_activation == "identity":
+            return ws.z[-1]
+        ws._out._probabilities()
+        return ws.g[-1]
+
     def _slots(self, batches):
         if self._s is None or self._s.shape[0] != batches:
             self._s, self._pen = (self.xp.zeros((batches, self.k), self.dtype) for _ in range(2))
@@ -307,7 +320,8 @@ class _OutputError:
         xp.subtract(g, y, out=g)
 
     def _probabilities(self):
-        """g = the output activation of z: softmax over the outputs (z shifted in place), logistic or exp."""
+        """g = the output activation of z (not the identity): softmax over the outputs (z shifted in place), logistic
+        or exp."""
         xp, z, g = self.xp, self.z, self.g
         if self.kind == "softmax":
             xp.max(z, axis=1, keepdims=True, out=self.top)
@@ -522,9 +536,10 @@ def fit_stochastic_stack(stack, opt, hists, rows, s):
 
     Args:
         stack, opt: the Stack and its StackSGD / StackAdam.
-        hists: one sklearn_loop.History per model (without early stopping), continued.
+        hists: one sklearn_loop.History per model, continued.
         rows: the models' row plan, a stack_rows.SharedRows or stack_rows.ModelRows.
-        s: settings with max_iter, tol and n_iter_no_change.
+        s: settings with max_iter, tol, n_iter_no_change and score (with early stopping a
+            stack_scores.ValidationScores, else None).
 
     Returns:
         Per model (params, optimizer, unconverged): its flat host parameters, its optimizer as
@@ -532,6 +547,7 @@ def fit_stochastic_stack(stack, opt, hists, rows, s):
     """
     done = [None] * stack.k
     ids = np.arange(stack.k)  # the model of each row of the stack
+    score = s.score
     for hist in hists:
         hist.n_iter_ = 0
     for _ in range(s.max_iter):
@@ -540,24 +556,40 @@ def fit_stochastic_stack(stack, opt, hists, rows, s):
         if 2 * opt.active.sum() <= stack.k:  # most have stopped: the others as a smaller stack
             keep = np.flatnonzero(opt.active)
             stack, opt, rows, ids = stack.select(keep), opt.select(keep), rows.select(keep), ids[keep]
+            score = None if score is None else score.select(keep)
         losses = rows.epoch(stack, opt)
+        scores = None if score is None else score(stack)
         for k in np.flatnonzero(opt.active):
             hist = hists[ids[k]]
             hist.loss_ = losses[k]
             hist.n_iter_ += 1
             hist.t_ += int(rows.n[k])
             hist.loss_curve_.append(hist.loss_)
-            hist.update(s.tol, None, None)
+            hist.update(s.tol, None if scores is None else partial(float, scores[k]), _Row(stack, k))
             opt.iteration_ends(k, hist.t_)
             if hist.no_improvement_count > s.n_iter_no_change:
                 if opt.trigger_stopping(k):
-                    params = stack.params_host(k)
-                    done[ids[k]] = (params, opt.single(k, params), False)
+                    done[ids[k]] = _finished(stack, opt, k, hist, False)
                     opt.freeze(k)
                     continue
                 hist.no_improvement_count = 0
         opt.epoch_ends()
     for k in np.flatnonzero(opt.active):
-        params = stack.params_host(k)
-        done[ids[k]] = (params, opt.single(k, params), True)
+        done[ids[k]] = _finished(stack, opt, k, hists[ids[k]], True)
     return done
+
+
+class _Row:
+    """Model k's parameters as History.update copies them when its validation score improves: a host copy."""
+
+    def __init__(self, stack, k):
+        self.stack, self.k = stack, k
+
+    def copy(self):
+        return self.stack.params_host(self.k)
+
+
+def _finished(stack, opt, k, hist, unconverged):
+    """(params, optimizer, unconverged) of model k as its fit ends: with early stopping its best parameters."""
+    params = stack.params_host(k) if hist.best_params is None else hist.best_params
+    return params, opt.single(k, params), unconverged

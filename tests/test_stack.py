@@ -138,7 +138,6 @@ def test_a_planted_alpha_swap_is_caught(monkeypatch):
     (dict(hidden_layer_sizes=(11,)), "differs from estimator 0 in hidden_layer_sizes"),
     (dict(activation="tanh", batch_size=32), "differs from estimator 0 in activation, batch_size"),
     (dict(solver="lbfgs"), "lbfgs"),
-    (dict(early_stopping=True), "early_stopping"),
     (dict(warm_start=True), "warm_start"),
     (dict(random_state=None), "random_state must be an int"),
     (dict(random_state=np.random.RandomState(0)), "random_state must be an int"),
@@ -205,13 +204,22 @@ OWN_ROWS = {  # case, folds, per-model random_states, weighted
     "folds-weights-regressor": ("regressor-adam", 5, None, True),  # 442 rows: 353 or 354, batches of 64
     "folds-invscaling": ("regressor-invscaling", 3, [1, 2], False),
     "folds-poisson-adaptive": ("regressor-poisson-adaptive", 2, None, True),
+    "early-stopping-one-X": ("classifier-softmax-adam", 1, None, False, dict(early_stopping=True)),
+    "early-stopping-folds-seeds": ("classifier-softmax-nesterov", 3, [0, 4], False, dict(early_stopping=True)),
+    "early-stopping-binary-weights": ("classifier-logistic-adam-betas", 2, [1, 2, 3], True,
+                                      dict(early_stopping=True, validation_fraction=0.2)),
+    "early-stopping-multilabel": ("classifier-multilabel-mixed-momentum", 2, None, False, dict(early_stopping=True)),
+    "early-stopping-regressor-weights": ("regressor-adam", 3, [0, 1], True, dict(early_stopping=True)),
+    "early-stopping-multioutput": ("regressor-multioutput-nesterov", 1, [2, 3], False,
+                                   dict(early_stopping=True, validation_fraction=0.3)),
 }
 
 
 @pytest.mark.parametrize("name", OWN_ROWS)
 def test_models_with_their_own_rows_seeds_and_weights_are_as_if_fitted_alone(name):
-    base, k, seeds, weighted = OWN_ROWS[name]
+    base, k, seeds, weighted, *more = OWN_ROWS[name]
     cls, x, y, shared, per_model = case(base)
+    shared = {**shared, **(more[0] if more else {})}
     weights = np.random.default_rng(1).uniform(0.2, 2.0, len(x)) if weighted else None
     xs, ys, sws = folds(x, y, k, weights) if k > 1 else ([x] * len(GRID), [y] * len(GRID), [weights] * len(GRID))
     if seeds:
