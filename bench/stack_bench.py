@@ -1,7 +1,8 @@
 """A grid of gpunet.sklearn candidates fitted one by one beside the same grid fitted as one stack (fit_stack).
 
 digits: 20 candidates (4 alphas x 5 learning rates), 1797 x 64 -> 64 -> 10, adam, batch 200,
-max_iter 30, float64 (--dtype float32 for float32); tutorial: K candidates of the tutorial-sized network (100 x 3 -> 32 -> 1, batch 100). Runs alternate
+max_iter 30, float64 (--dtype float32 for float32); tutorial: K candidates of the tutorial-sized network (100 x 3 -> 32
+-> 1, batch 100); seeds: K such networks differing only in random_state, 200 epochs each. Runs alternate
 (one by one, then the stack); the figures are medians of the runs, and the largest relative difference between
 the two ways' weights says they trained the same.
 Run from the repository root: python bench/stack_bench.py --help
@@ -45,7 +46,15 @@ def tutorial(k):
     return MLPRegressor, x, y, kw, grid
 
 
-WORKLOADS = {"digits": digits, "tutorial": tutorial}
+def seeds(k):
+    """K tutorial-sized networks that differ only in random_state, each trained its whole 200 epochs."""
+    x, y, kw = tutorial(1)[1:4]
+    grid = [dict(random_state=seed) for seed in range(k)]
+    kw = {**{name: v for name, v in kw.items() if name != "random_state"}, "tol": 0.0, "n_iter_no_change": 200}
+    return MLPRegressor, x, y, kw, grid
+
+
+WORKLOADS = {"digits": digits, "tutorial": tutorial, "seeds": seeds}
 
 
 def one_by_one(cls, x, y, kw, grid, backend, dtype):
@@ -70,7 +79,7 @@ def weights_diff(a, b):
 
 @click.command()
 @click.option("--workload", "workloads", multiple=True, default=["digits:20", "tutorial:100"], show_default=True,
-              help="NAME:K, repeatable: digits or tutorial, K candidates.")
+              help="NAME:K, repeatable: digits, tutorial or seeds (K random_states), K candidates.")
 @click.option("--runs", default=3, show_default=True, help="Alternating runs of each way.")
 @click.option("--backend", default="cpu", show_default=True, help="gpunet's backend: cpu, cuda or auto.")
 @click.option("--blas-threads", default=1, show_default=True,
