@@ -16,6 +16,7 @@ Only the fit times in the results differ: a fit served from the cache takes no t
 import hashlib
 import pickle
 import threading
+import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from functools import wraps
@@ -81,14 +82,16 @@ def _serving(cache):
 def _captured(estimator, X, y, fit_params):
     """The MLP fits (mlp, X, y, sample_weight) that estimator.fit(X, y, **fit_params) makes, recorded, not trained;
     [] when that fit fails (scikit-learn's own fit of it will fail the same way, and handle it)."""
-    with _hooked():
+    outer = getattr(_HOOK.local, "records", None)  # a capture around this one (a search in a search)
+    with _hooked(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's pass makes this fit again, and warns then
         _HOOK.local.records = records = []
         try:
             estimator.fit(X, y, **fit_params)
         except Exception:
             return []
         finally:
-            _HOOK.local.records = None
+            _HOOK.local.records = outer
     return records
 
 

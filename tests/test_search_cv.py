@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("sklearn")
 pytest.importorskip("scipy")
 
+import sklearn  # noqa: E402
 from scipy.stats import loguniform  # noqa: E402
 from sklearn import datasets  # noqa: E402
 from sklearn import model_selection as skm  # noqa: E402
@@ -106,9 +107,12 @@ def shown(values):
     return [None if m else v for v, m in zip(np.ma.getdata(values).tolist(), np.ma.getmaskarray(values))]
 
 
-def searched(ours, theirs, grid, x, y, **kw):
-    """gpunet.search_cv.GridSearchCV over `ours` and scikit-learn's over `theirs`, fitted."""
-    return (search_cv.GridSearchCV(ours, grid, **kw).fit(x, y), skm.GridSearchCV(theirs, grid, **kw).fit(x, y))
+def searched(ours, theirs, grid, x, y, fit=None, **kw):
+    """gpunet.search_cv.GridSearchCV over `ours` and scikit-learn's over `theirs` (settings kw), fitted with the fit
+    parameters `fit`."""
+    fit = fit or {}
+    return (search_cv.GridSearchCV(ours, grid, **kw).fit(x, y, **fit),
+            skm.GridSearchCV(theirs, grid, **kw).fit(x, y, **fit))
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -187,9 +191,24 @@ def test_cross_validate_and_cross_val_score_match_scikit_learns(monkeypatch):
 def test_sample_weights_are_sliced_as_scikit_learn_slices_them():
     ours, theirs, grid, x, y = case("regressor-adam-pipeline")
     sw = np.random.default_rng(0).uniform(0.2, 3.0, len(x))
-    mine = search_cv.GridSearchCV(ours, grid, cv=3).fit(x, y, mlpregressor__sample_weight=sw)
-    assert_same_search(mine, skm.GridSearchCV(theirs, grid, cv=3).fit(x, y, mlpregressor__sample_weight=sw))
+    mine, ref = searched(ours, theirs, grid, x, y, fit=dict(mlpregressor__sample_weight=sw), cv=3)
+    assert_same_search(mine, ref)
     assert mine.stacked_fits_ == 4 * 3
+
+
+def test_a_dataframe_with_metadata_routing():
+    pd = pytest.importorskip("pandas")
+    x, y = datasets.load_iris(return_X_y=True, as_frame=True)
+    assert isinstance(x, pd.DataFrame)
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, len(y))
+    grid = dict(alpha=[1e-4, 0.3], learning_rate_init=[1e-2, 0.1])
+    with sklearn.config_context(enable_metadata_routing=True):
+        ours, theirs = (cls(**SHARED, **kw).set_fit_request(sample_weight=True).set_score_request(sample_weight=False)
+                        for cls, kw in ((gs.MLPClassifier, dict(backend="cpu")), (sk.MLPClassifier, {})))
+        mine, ref = searched(ours, theirs, grid, x, y, fit=dict(sample_weight=sw), cv=3)
+    assert_same_search(mine, ref)
+    assert mine.stacked_fits_ == 4 * 3
+    assert list(mine.best_estimator_.feature_names_in_) == list(x.columns)
 
 
 def test_refit_false_and_several_metrics_with_refit_accuracy():
@@ -200,18 +219,30 @@ def test_refit_false_and_several_metrics_with_refit_accuracy():
     np.testing.assert_allclose(mine.predict_proba(x), ref.predict_proba(x), rtol=TOL, atol=TOL)
 
 
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
 def test_a_failing_candidate_scores_error_score_and_raise_raises():
     ours, theirs, _, x, y = case("classifier-adam")
     grid = {"hidden_layer_sizes": [(6,), (0,)], "alpha": [1e-4, 1e-2]}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # scikit-learn's mean of NaN scores
-        mine, ref = searched(ours, theirs, grid, x, y, cv=3, error_score=np.nan)
+    mine, ref = searched(ours, theirs, grid, x, y, cv=3, error_score=np.nan)
     assert_same_search(mine, ref)
     assert np.isnan(mine.cv_results_["mean_test_score"]).sum() == 2 and mine.stacked_fits_ == 2 * 3
     fit = gs._MLP.fit
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
         search_cv.GridSearchCV(ours, grid, cv=3, error_score="raise").fit(x, y)
     assert gs._MLP.fit is fit  # the hook is gone after a failed search too
+
+
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflows of the diverging fits
+def test_a_diverging_candidate_scores_error_score_as_scikit_learns():
+    """Non-finite weights end that candidate's fits with a ValueError, in a stack as alone (fit_stack raises for
+    the whole stack: the fits go one by one, see stacked_fits_)."""
+    x, y = diabetes()
+    kw = dict(hidden_layer_sizes=(6,), solver="sgd", max_iter=10, random_state=0)
+    grid = {"learning_rate_init": [1e-3, 1e-2, 5.0]}
+    mine, ref = searched(gs.MLPRegressor(backend="cpu", **kw), sk.MLPRegressor(**kw), grid, x * 100, y, cv=3)
+    assert_same_search(mine, ref)
+    assert np.isnan(ref.cv_results_["mean_test_score"][2])
 
 
 def test_n_jobs_2_gives_the_same_results_and_keeps_its_parameter():
