@@ -280,6 +280,7 @@ class _StackedSearch:
     def fit(self, X, y=None, **params):
         """scikit-learn's fit, its MLP fits trained as stacks; also sets stacked_fits_ (the fits served by a stack)
         and stack_sizes_ (the size of each stack trained)."""
+        self._validate_params()  # before n_jobs is set aside: an invalid one is refused as scikit-learn refuses it
         n_jobs, cache = self.n_jobs, _Cache()
         stacking = y is not None and _has_mlp([self.estimator, getattr(self, "param_grid", None),
                                                 getattr(self, "param_distributions", None)])
@@ -322,14 +323,18 @@ class _StackedSearch:
         return evaluate
 
 
+def _doc(search):
+    return (f"scikit-learn's {search.__name__}, its gpunet.sklearn MLP fits trained as stacks first "
+            "(gpunet.sklearn.fit_stack).\n\n    Fitted attributes also: stacked_fits_ (the fits served by a stack) and "
+            "stack_sizes_ (each stack's size). scikit-learn's documentation:\n\n    " + (search.__doc__ or ""))
+
+
 class GridSearchCV(_StackedSearch, sk.GridSearchCV):
-    """scikit-learn's GridSearchCV (same parameters, fitted attributes and numbers), whose gpunet.sklearn MLP fits
-    are trained as stacks (gpunet.sklearn.fit_stack); also stacked_fits_ and stack_sizes_."""
+    __doc__ = _doc(sk.GridSearchCV)
 
 
 class RandomizedSearchCV(_StackedSearch, sk.RandomizedSearchCV):
-    """scikit-learn's RandomizedSearchCV (same parameters, fitted attributes and numbers), whose gpunet.sklearn MLP
-    fits are trained as stacks (gpunet.sklearn.fit_stack); also stacked_fits_ and stack_sizes_."""
+    __doc__ = _doc(sk.RandomizedSearchCV)
 
 
 # -- cross-validation
