@@ -281,21 +281,20 @@ class _StackedSearch:
         """scikit-learn's fit, its MLP fits trained as stacks; also sets stacked_fits_ (the fits served by a stack)
         and stack_sizes_ (the size of each stack trained)."""
         self._validate_params()  # before n_jobs is set aside: an invalid one is refused as scikit-learn refuses it
-        n_jobs, cache = self.n_jobs, _Cache()
+        n_jobs = self.n_jobs
         stacking = y is not None and _has_mlp([self.estimator, getattr(self, "param_grid", None),
                                                 getattr(self, "param_distributions", None)])
-        state = self._stacking = SimpleNamespace(X=X, y=y, params=params, n_jobs=n_jobs, cache=cache, sizes=[]) \
-            if stacking else None
+        state = SimpleNamespace(X=X, y=y, params=params, n_jobs=n_jobs, cache=_Cache(), sizes=[])
+        self._stacking = state if stacking else None
         try:
             if stacking:
                 self.n_jobs = 1  # the cache is in this process: workers would miss it
-            with _serving(cache):
+            with _serving(state.cache):
                 super().fit(X, y, **params)
         finally:
             self.n_jobs = n_jobs
             del self._stacking
-        self.stack_sizes_ = state.sizes if stacking else []
-        self.stacked_fits_ = cache.served_stacked
+        self.stacked_fits_, self.stack_sizes_ = state.cache.served_stacked, state.sizes
         return self
 
     def _run_search(self, evaluate_candidates, *, callback_ctx=None):
