@@ -118,12 +118,14 @@ def searched(ours, theirs, grid, x, y, fit=None, **kw):
 @pytest.mark.parametrize("name", CASES)
 def test_grid_search_matches_scikit_learns_over_its_own_mlp(name):
     ours, theirs, grid, x, y = case(name)
-    assert_same_search(*searched(ours, theirs, grid, x, y, cv=3, return_train_score=True))
+    mine, ref = searched(ours, theirs, grid, x, y, cv=3, return_train_score=True)
+    assert_same_search(mine, ref)
+    assert mine.stacked_fits_ == len(ref.cv_results_["params"]) * 3  # the stacks' numbers were compared
 
 
 def test_every_fit_of_a_stackable_search_is_served_by_a_stack():
-    """Needs fit_stack's per-estimator rows (X, y as lists; gpunet/sklearn_stack.py): before them, the folds of a
-    search each make a stack of their own (stack_sizes_ [8, 8, 8] here)."""
+    """fit_stack takes each estimator's own rows and random_state: the whole grid over every fold and two seeds is
+    one stack (before it did, each fold and seed made a stack of its own)."""
     ours, _, grid, x, y = case("classifier-adam")
     search = search_cv.GridSearchCV(ours, {**grid, "random_state": [0, 1]}, cv=3).fit(x, y)
     assert search.stacked_fits_ == 16 * 3
@@ -132,8 +134,8 @@ def test_every_fit_of_a_stackable_search_is_served_by_a_stack():
 
 def test_a_planted_slip_in_the_stack_fails_the_comparison(monkeypatch):
     """The 4th estimator of the stack trained with the 3rd's alpha (its own in its parameters): every score but that
-    candidate's still matches, and assert_same_search must see it. Needs fit_stack's per-estimator rows: the 3rd
-    and 4th fits are candidate 0's third fold and candidate 1's first."""
+    candidate's still matches, and assert_same_search must see it. The stack holds every fold: its 3rd and 4th fits
+    are candidate 0's third fold and candidate 1's first."""
     ours, theirs, _, x, y = case("classifier-adam")
     grid = {"alpha": [1e-4, 0.5]}
     fit_stack = search_cv.fit_stack
