@@ -145,8 +145,11 @@ class Network:
         """params -= grads: one operation over the flat buffer (the learning rate is already in grads)."""
         self.xp.subtract(self.params, self.grads, out=self.params)
 
-    def decay_calls(self, c):
-        """The calls of grads += c * w (through a flat buffer of c on the weights and 0 on the biases), made once per c."""
+    def decay_calls(self, c, penalty=None):
+        """The calls of grads += c * w (through a flat buffer of c on the weights and 0 on the biases), made once per c;
+        with `penalty` (a 0-d buffer), then c * sum(w^2) into it, from the same product."""
+        if penalty is not None:
+            return Calls([*self.decay_calls(c), (self._decay_tmp.dot, (self.params, penalty))])
         if c not in self._decay:  # a few coefficients at most: a run's, or one per batch size
             on_weights = np.zeros(self.layout.size)
             for w, _ in self.layout.unpack(on_weights):
@@ -309,6 +312,11 @@ class Workspace:
         loss's calls as they are now (set its `weight` first, if any)."""
         self._scale(scale)
         return Calls([*self._forward, *self.out.calls, *self._backward, *update])
+
+    def gradient_calls(self, scale, loss_out=None):
+        """gradient()'s forward, output error (with `loss_out`, the loss S into it too) and backward scaled by
+        `scale`, as one list of calls."""
+        return Calls([*self._forward, (self.error, (loss_out,)), (self._scale, (scale,)), *self._backward])
 
     def gradient(self, scale, loss_out=None, decay=0.0):
         """Forward, output error and backward: net.grads = scale * dS/dparams + decay * w on this batch."""

@@ -198,6 +198,7 @@ class Engine:
         # _counts[k] times in the summed loss times size (scikit-learn sums the batches' in float64).
         self._s, self._pen = self.xp.zeros((16, 1, 1), self.net.dtype), self.xp.zeros(16, self.net.dtype)
         self._counts = []
+        self._gradients = {}  # (batch size, slot) -> gradient()'s calls
         self._weights = {}  # batch size -> (1, n) buffer for the batch's sample weights
         self.eps = float(np.finfo(self.net.dtype).eps)  # scikit-learn clips probabilities to [eps, 1 - eps]
 
@@ -233,17 +234,25 @@ class Engine:
         k = len(self._counts)
         if k == self._s.shape[0]:
             self._s, self._pen = (self.xp.concatenate([a, self.xp.zeros_like(a)]) for a in (self._s, self._pen))
+            self._gradients = {}  # their calls name the slots left behind
         self._counts.append(count)
         return k
 
     def gradient(self, ws):
         """net.grads = scikit-learn's gradient on the batch in `ws`; its S and penalty into the next slot."""
         k = self._slot(ws.n)
-        ws.forward()
-        ws.error(self._s[k])
-        ws.backward(self.grad_scale / ws.n)  # dS/dz = p - y, propagated and over n: a.T delta / n
-        if self.alpha:
-            self._pen[k] = self.net.add_decay(self.alpha / ws.n, penalty=True)  # + alpha w / n; (alpha / n) sum(w^2)
+        if (ws.n, k) not in self._gradients:
+            self._gradients[ws.n, k] = self._gradient_calls(ws, k)
+        self._gradients[ws.n, k]()
+
+    def _gradient_calls(self, ws, k):
+        """gradient()'s passes on `ws` into slot k, as one list (a step's Python between NumPy calls is what a
+        small network's time goes to)."""
+        # dS/dz = p - y, propagated and over n: a.T delta / n
+        calls = ws.gradient_calls(self.grad_scale / ws.n, self._s[k])
+        if self.alpha:  # + alpha w / n; (alpha / n) sum(w^2) into the slot
+            calls += self.net.decay_calls(self.alpha / ws.n, penalty=self._pen[k : k + 1].reshape(()))
+        return calls
 
     def weighted_gradient(self, ws, sw):
         """gradient() with scikit-learn's sample weights sw (1, n): delta = sw (p - y), loss and gradient over sum(sw)."""
