@@ -3,8 +3,10 @@ fitting gpunet.sklearn's estimators one by one, and beside scikit-learn's GridSe
 
 iris: 20 candidates (4 alphas x 5 learning rates) x 5 folds = 100 fits of the tutorial-sized network
 (150 x 4 -> 32 -> 3, adam, max_iter 200); digits: the same grid on 1797 x 64 -> 64 -> 10 (adam, batch 200, max_iter
-30). Runs alternate between the ways; the figures are medians of the runs. Each way's cv_results_ scores are
-compared with the stacked search's (largest absolute difference) and its best_params_ with the stacked one's.
+30). Runs alternate between the ways; the figures are medians of the runs, with, for the stacked search in one
+process, the seconds spent in fit_stack (the rest: planning the fits and scikit-learn's own pass, which scores every
+fit). Each way's cv_results_ scores are compared with the stacked search's (largest absolute difference) and its
+best_params_ with the stacked one's.
 Run from the repository root: python bench/search_bench.py --help
 """
 
@@ -60,6 +62,19 @@ def ways(kw, backend, n_jobs):
     }
 
 
+def timing_stacks(spent):
+    """Make search_cv time its fit_stack calls into the list `spent` (in this process: with n_jobs=None)."""
+    fit_stack = search_cv.fit_stack
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        fitted = fit_stack(*args, **kwargs)
+        spent.append(time.perf_counter() - start)
+        return fitted
+
+    search_cv.fit_stack = timed
+
+
 def score_diff(a, b):
     """The largest absolute difference between two searches' split test scores."""
     keys = [k for k in b.cv_results_ if k.startswith("split") and k.endswith("test_score")]
@@ -82,6 +97,8 @@ def main(workloads, runs, backend, blas_threads, n_jobs, skip_sklearn_mlp):
     click.echo(f"{cpu_name() if backend == 'cpu' else backend}, {os.cpu_count()} CPUs, {blas_threads} BLAS "
                f"thread(s), Python {platform.python_version()}, NumPy {np.__version__}, scikit-learn "
                f"{sklearn.__version__}, n_jobs={n_jobs}")
+    spent = []
+    timing_stacks(spent)
     for name in workloads:
         x, y, kw = WORKLOADS[name]()
         searches = ways(kw, backend, n_jobs)
@@ -89,18 +106,23 @@ def main(workloads, runs, backend, blas_threads, n_jobs, skip_sklearn_mlp):
             del searches["scikit-learn's MLP"]
         search_cv.GridSearchCV(gs.MLPClassifier(backend=backend, random_state=0, **{**kw, "max_iter": 1}),
                                {"alpha": [1e-4, 1e-3]}, cv=2, n_jobs=n_jobs).fit(x, y)  # warm-up: imports, workers
-        times, fitted = {way: [] for way in searches}, {}
+        times, fitted, in_stacks = {way: [] for way in searches}, {}, []
         for _ in range(runs):
             for way, search in searches.items():
+                spent.clear()
                 start = time.perf_counter()
                 fitted[way] = search(x, y)
                 times[way].append(time.perf_counter() - start)
+                if way == "stacked":
+                    in_stacks.append(sum(spent))
         med = {way: statistics.median(ts) for way, ts in times.items()}
         stacked = fitted["stacked"]
         click.echo(f"{name}: {len(stacked.cv_results_['params'])} candidates x 5 folds, "
                    f"{stacked.stacked_fits_} fits served by stacks of {stacked.stack_sizes_}, {runs} runs")
         for way, t in med.items():
             line = f"  {way:>18}: {t:8.3f} s  runs: " + " ".join(f"{s:.3f}" for s in times[way])
+            if way == "stacked" and n_jobs is None:
+                line += f"  (in fit_stack: {statistics.median(in_stacks):.3f} s)"
             if way != "stacked":
                 same = fitted[way].best_params_ == stacked.best_params_
                 line += (f"  stacked {t / med['stacked']:.2f}x faster; scores' largest difference "
