@@ -165,7 +165,9 @@ def _own_rows(backend, dtype, sets):
 def _fit_group(estimators, backend, sizes, dtype, sets, rows, g):
     """Fit estimators with one batch count as one stack: g holds their data sets (of), the shuffle streams,
     each one's stream and batch size; rows is _own_rows' or None (all share one X, y and random_state)."""
-    from gpunet.stack import Stack, StackAdam, StackSGD, fit_stochastic_stack
+    from gpunet.stack import Stack
+    from gpunet.stack_loop import fit_stochastic_stack
+    from gpunet.stack_optim import StackAdam, StackSGD
     from gpunet.stack_rows import ModelRows, SharedRows
 
     first = estimators[0]

@@ -258,3 +258,16 @@ def test_a_planted_row_swap_is_caught(monkeypatch):
     monkeypatch.setattr(ModelRows, "__init__", buggy)
     with pytest.raises(AssertionError):
         assert_own_rows_match_alone(cls, xs, ys, sws, shared, per_model)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 40])
+def test_chunks_of_one_model_or_all_give_the_same_fits(monkeypatch, chunk_bytes):
+    """A step runs chunk by chunk of models (gpunet/stack.py): one model a chunk, or all in one, each model ends as
+    fitted alone, own rows and shared alike."""
+    import gpunet.stack
+
+    monkeypatch.setattr(gpunet.stack, "CHUNK_BYTES", chunk_bytes)
+    cls, x, y, shared, per_model = case("regressor-adam")
+    assert_stack_matches_alone(cls, x, y, shared, per_model)
+    xs, ys, sws = folds(x, y, 3, np.linspace(0.5, 1.5, len(x)))
+    assert_own_rows_match_alone(cls, xs, ys, sws, shared, per_model)

@@ -1,0 +1,195 @@
+"""The stacked optimizers: scikit-learn's SGD and Adam (gpunet/sklearn_loop.py) over K models' (K, P) parameters
+(gpunet/stack.py), each model with its own learning rate, momentum, Nesterov's or not, power_t, betas and epsilon
+as (K, 1) columns; a stopped model's update is 0. A chunk of models' update is a list of calls on views of the
+buffers, run right after the chunk's gradient."""
+
+import math
+
+import numpy as np
+
+from gpunet.calls import Calls
+from gpunet.sklearn_loop import SGD, Adam
+
+
+class _StackOptimizer:
+    """What the stacked SGD and Adam share: per-model numbers on the host, their (K, 1) columns on the backend,
+    which model is still training (`active`), and the update of a chunk of models as calls made at its first step
+    (the Stack runs each chunk's update right after its gradient, while its buffers are in cache)."""
+
+    def __init__(self, backend, params, lr):
+        self.backend, self.xp, self.dtype = backend, backend.xp, params.dtype
+        self.lr_init = np.asarray(lr, np.float64).copy()
+        self.lr = self.lr_init.copy()
+        self.active = np.ones(self.lr.shape[0], bool)
+        self._calls, self._scratch = {}, {}
+
+    def _column(self, values):
+        """(K,) host values as a (K, 1) array on the backend."""
+        return self.backend.asarray(np.asarray(values, np.float64)[:, None], self.dtype)
+
+    def begin_step(self, j):
+        """Batch j's step begins (its numbers set before the chunks' updates)."""
+
+    def chunk_calls(self, sl, params, grads):
+        """The update of the models in slice `sl` of (K, P) params from grads (a stopped model's is 0), as calls."""
+        key = (sl.start, sl.stop)
+        if key not in self._calls:
+            self._calls[key] = Calls(self._update_calls(params[sl], grads[sl], sl))
+        return self._calls[key]
+
+    def scratch(self, name, like):
+        """A (K, ...) scratch buffer shaped as `like`, made once per optimizer."""
+        if name not in self._scratch:
+            self._scratch[name] = self.xp.empty_like(like)
+        return self._scratch[name]
+
+    def select(self, rows):
+        """This optimizer for the models at `rows` (host indices) only, with their state."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._calls, new._scratch = {}, {}
+        on_backend = self.backend.asarray(rows)
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray) and value.ndim == 1:  # a host number per model
+                setattr(new, name, value[rows])
+        for name in self.STATE:  # (K, ...) or, Adam's [m; v], (2, K, ...) on the backend
+            value = getattr(self, name)
+            setattr(new, name, value[on_backend] if name != "mv" else value[:, on_backend])
+        new._columns()
+        return new
+
+    def freeze(self, k):
+        """Model k stops: its later updates are 0."""
+        self.active[k] = False
+        self._set()
+
+    def iteration_ends(self, k, t):
+        pass
+
+    def trigger_stopping(self, k):
+        return True
+
+    def epoch_starts(self, batches):
+        pass
+
+    def epoch_ends(self):
+        pass
+
+
+class StackSGD(_StackOptimizer):
+    """sklearn_loop.SGD over (K, P): v = mu v - lr g; params += v, or with Nesterov, params += mu v - lr g; lr,
+    momentum, nesterov and power_t per model, the schedule shared."""
+
+    STATE = ("v",)
+
+    def __init__(self, backend, params, lr, schedule, momentum, nesterov, power_t):
+        super().__init__(backend, params, lr)
+        self.schedule = schedule
+        self.momentum, self.power_t = np.asarray(momentum, np.float64), np.asarray(power_t, np.float64)
+        self.nesterov = np.asarray(nesterov, bool)
+        self.v = self.xp.zeros_like(params)
+        self._columns()
+
+    def _columns(self):
+        self._lr, self._mu = self._column(self.lr), self._column(self.momentum)
+        self._set()
+
+    def _set(self):
+        """The learning rates and momenta as the update reads them: 0 for a stopped model, whose v becomes 0."""
+        self._lr[...] = self._column(self.lr * self.active)
+        self._mu[...] = self._column(self.momentum * self.active)
+
+    def _update_calls(self, params, grads, sl):
+        xp, v, mu, lr = self.xp, self.v[sl], self._mu[sl], self._lr[sl]
+        tmp, update = self.scratch("tmp", self.v)[sl], self.scratch("update", self.v)[sl]
+        calls = [(xp.multiply, (grads, lr, tmp)), (xp.multiply, (v, mu, v)), (xp.subtract, (v, tmp, v))]
+        if not self.nesterov.any():
+            return calls + [(xp.add, (params, v, params))]
+        calls += [(xp.multiply, (v, mu, update)), (xp.subtract, (update, tmp, update))]
+        if not self.nesterov.all():  # update = nesterov ? mu v - lr g : v, exactly (x 1 + 0 and 0 + x 1)
+            nesterov = self._column(self.nesterov[sl])
+            calls += [(xp.multiply, (update, nesterov, update)), (xp.multiply, (v, 1 - nesterov, tmp)),
+                      (xp.add, (update, tmp, update))]
+        return calls + [(xp.add, (params, update, params))]
+
+    def iteration_ends(self, k, t):
+        if self.schedule == "invscaling":
+            self.lr[k] = float(self.lr_init[k]) / (t + 1) ** float(self.power_t[k])
+
+    def trigger_stopping(self, k):
+        """Whether model k stops; with the adaptive schedule, divide its rate by 5 instead while it is above 1e-6."""
+        if self.schedule != "adaptive" or self.lr[k] <= 1e-6:
+            return True
+        self.lr[k] /= 5.0
+        return False
+
+    def epoch_ends(self):
+        if self.schedule != "constant":
+            self._set()
+
+    def single(self, k, params):
+        """Model k's optimizer as gpunet.sklearn's estimator keeps it (on the host), with `params` its parameters."""
+        opt = SGD(params, self.lr_init[k], self.schedule, self.momentum[k], bool(self.nesterov[k]), self.power_t[k])
+        opt.lr = float(self.lr[k])
+        opt.v = self.backend.to_numpy(self.v[k]).copy()
+        return opt
+
+
+class StackAdam(_StackOptimizer):
+    """sklearn_loop.Adam over (K, P): params -= lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t); lr,
+    beta_1, beta_2 and epsilon per model. Each epoch's lr_t of every step and model is one table moved once."""
+
+    def __init__(self, backend, params, lr, beta_1, beta_2, epsilon):
+        super().__init__(backend, params, lr)
+        self.beta_1, self.beta_2 = np.asarray(beta_1, np.float64), np.asarray(beta_2, np.float64)
+        self.epsilon = np.asarray(epsilon, np.float64)
+        self.t = 0
+        self.mv = self.xp.zeros((2, *params.shape), self.dtype)  # [m; v]
+        self._columns()
+
+    STATE = ("mv",)
+
+    def _columns(self):
+        self._neg_lr = self._column(-self.lr)  # this step's -lr_t per model
+        self._table = None
+
+    def _set(self):
+        pass  # read from the next epoch's table
+
+    def _lr_t(self, t):
+        """lr_t of every model at step t (host), as scikit-learn computes it."""
+        return self.lr_init * np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+
+    def epoch_starts(self, batches):
+        steps = self.t + 1 + np.arange(batches)[:, None]
+        table = -self._lr_t(steps) * self.active  # 0 for a stopped model: its update is 0
+        self._table = self.backend.asarray(table[:, :, None], self.dtype)
+
+    def _update_calls(self, params, grads, sl):
+        xp, mv = self.xp, self.mv[:, sl]
+        m, v = mv
+        terms = self.scratch("terms", self.mv)[:, sl]  # [(1 - b1) g; (1 - b2) g^2]
+        g1, g2 = terms
+        betas = self.backend.asarray(np.stack([self.beta_1[sl], self.beta_2[sl]])[:, :, None], self.dtype)
+        one_b1, one_b2, eps = (self._column(c[sl]) for c in (1 - self.beta_1, 1 - self.beta_2, self.epsilon))
+        tmp, update = self.scratch("tmp", self.mv[0])[sl], self.scratch("update", self.mv[0])[sl]
+        return [
+            (xp.multiply, (grads, one_b1, g1)), (xp.multiply, (grads, grads, g2)), (xp.multiply, (g2, one_b2, g2)),
+            (xp.multiply, (mv, betas, mv)),
+            (xp.add, (mv, terms, mv)),  # m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2
+            (xp.sqrt, (v, tmp)), (xp.add, (tmp, eps, tmp)),
+            (xp.multiply, (m, self._neg_lr[sl], update)), (xp.divide, (update, tmp, update)),
+            (xp.add, (params, update, params)),
+        ]
+
+    def begin_step(self, j):
+        self.t += 1
+        self._neg_lr[...] = self._table[j]
+
+    def single(self, k, params):
+        """Model k's optimizer as gpunet.sklearn's estimator keeps it (on the host), with `params` its parameters."""
+        opt = Adam(params, self.lr_init[k], self.beta_1[k], self.beta_2[k], self.epsilon[k])
+        opt.t = self.t
+        opt.lr = opt.lr_init * math.sqrt(1 - opt.beta_2**opt.t) / (1 - opt.beta_1**opt.t)
+        opt.mv = self.backend.to_numpy(self.mv[:, k]).copy()
+        return opt
