@@ -81,20 +81,35 @@ def rel_diff(a, b):
 @click.option("--runs", default=5, show_default=True, help="Alternating runs per workload; the median is reported.")
 @click.option("--epochs-large", default=3, show_default=True, help="Epochs per fit on the large workload.")
 @click.option("--epochs-small", default=50, show_default=True, help="Epochs per fit on the small workload.")
-def cli(backend, workloads, runs, epochs_large, epochs_small):
+@click.option("--rounds", default=1, show_default=True,
+              help="Times to run the whole comparison; with more than one, a last line per workload gives the "
+                   "median of the rounds' figures and the range of their ratios.")
+def cli(backend, workloads, runs, epochs_large, epochs_small, rounds):
     """Time gpunet.sklearn.MLPRegressor beside scikit-learn's MLPRegressor, per epoch."""
     warnings.simplefilter("ignore")
     b = resolve(backend)
     click.echo(f"gpunet on {b.name} ({b.device}); scikit-learn {sklearn.__version__}, numpy {np.__version__}, "
                f"python {platform.python_version()}, {cpu_name()}, {os.cpu_count()} cores")
-    for name in workloads.split(","):
-        epochs = epochs_large if name == "large" else epochs_small
-        med, diffs, x = run(name, backend, epochs, runs)
-        curves = ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
-        click.echo(f"{name:6s} {x.shape[0]} x {x.shape[1]} {x.dtype}: gpunet {med['gpunet'] * 1e3:.3f} ms/epoch, "
-                   f"scikit-learn {med['scikit-learn'] * 1e3:.3f} ms/epoch, "
-                   f"ratio {med['scikit-learn'] / med['gpunet']:.2f}x; loss curves (largest relative difference): "
-                   f"{curves}")
+    names = workloads.split(",")
+    seen = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            epochs = epochs_large if name == "large" else epochs_small
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")  # another process halves BLAS
+            med, diffs, x = run(name, backend, epochs, runs)
+            seen[name].append(med)
+            curves = ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+            click.echo(f"{name:6s} {x.shape[0]} x {x.shape[1]} {x.dtype}: gpunet {med['gpunet'] * 1e3:.3f} ms/epoch, "
+                       f"scikit-learn {med['scikit-learn'] * 1e3:.3f} ms/epoch, "
+                       f"ratio {med['scikit-learn'] / med['gpunet']:.2f}x; loss curves (largest relative difference): "
+                       f"{curves}; load average {load:.2f}")
+    for name, meds in seen.items():
+        if len(meds) > 1:
+            ours, theirs = (statistics.median(m[k] for m in meds) * 1e3 for k in ("gpunet", "scikit-learn"))
+            ratios = sorted(m["scikit-learn"] / m["gpunet"] for m in meds)
+            click.echo(f"{name:6s} median of {len(meds)} rounds: gpunet {ours:.3f} ms/epoch, scikit-learn "
+                       f"{theirs:.3f} ms/epoch, ratio {statistics.median(ratios):.2f}x "
+                       f"({ratios[0]:.2f}x-{ratios[-1]:.2f}x)")
 
 
 if __name__ == "__main__":
