@@ -432,3 +432,14 @@ class MLPClassifier(ClassifierMixin, _MLP):
 
 # fit_stack lives beside the estimators it fits (gpunet/sklearn_stack.py imports this module's names when called)
 from gpunet.sklearn_stack import STACKED, fit_stack  # noqa: E402, F401
+SEARCHES = ("GridSearchCV", "RandomizedSearchCV", "cross_validate", "cross_val_score")
+
+
+def __getattr__(name):
+    """scikit-learn's searches and cross-validation with these estimators' fits trained as stacks
+    (gpunet/search_cv.py, which imports this module: loaded when first asked for)."""
+    if name in SEARCHES:
+        from gpunet import search_cv
+
+        return getattr(search_cv, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
