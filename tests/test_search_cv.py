@@ -1,8 +1,6 @@
 """gpunet.search_cv: scikit-learn's searches and cross-validation with the MLP fits trained as stacks, against
 scikit-learn's own GridSearchCV, RandomizedSearchCV, cross_validate and cross_val_score over scikit-learn's MLP."""
 
-import warnings
-
 import numpy as np
 import pytest
 
