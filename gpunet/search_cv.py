@@ -33,7 +33,7 @@ from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.parallel import Parallel, delayed  # joblib's, carrying scikit-learn's config and warning filters
 from sklearn.utils.validation import _check_method_params, indexable
 
-from gpunet.sklearn import STACKED, _MLP, fit_stack
+from gpunet.sklearn import STACKED, _MLP, StackFitError, fit_stack
 
 # -- gpunet's MLP fit while a search runs: recording the fits a fit makes, or serving fitted state from caches
 
@@ -193,10 +193,14 @@ def _stacks(fits, n_jobs):
 
 
 def _stack(ests, X, y, sw):
-    """fit_stack(ests, X, y, sample_weight=sw) on fresh clones: the fitted clones, or None if it refuses them."""
+    """fit_stack(ests, X, y, sample_weight=sw) on fresh clones: the fitted clones (None for one whose fit failed:
+    scikit-learn's pass fits it again, failing as it fails), or None if it refuses them."""
     ests = [clone(est) for est in ests]
     try:
         return fit_stack(ests, X, y, sample_weight=sw)
+    except StackFitError as e:
+        failed = {i for i, _ in e.failed}
+        return [None if i in failed else est for i, est in enumerate(ests)]
     except (ValueError, TypeError):
         return None
 
@@ -207,7 +211,7 @@ def _fit_group(ests, Xs, ys, sws, digests, singles):
     the sizes of the stacks."""
     fitted = _stack(ests, Xs, ys, None if all(sw is None for sw in sws) else sws)
     if fitted is not None:
-        return [(est, True) for est in fitted], [len(ests)]
+        return [(est, est is not None) for est in fitted], [len(ests)]
     parts = defaultdict(list)
     for i, (est, d) in enumerate(zip(ests, digests)):
         parts[(d, est.random_state)].append(i)

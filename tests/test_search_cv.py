@@ -235,14 +235,15 @@ def test_a_failing_candidate_scores_error_score_and_raise_raises():
 @pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflows of the diverging fits
 def test_a_diverging_candidate_scores_error_score_as_scikit_learns():
-    """Non-finite weights end that candidate's fits with a ValueError, in a stack as alone (fit_stack raises for
-    the whole stack: the fits go one by one, see stacked_fits_)."""
+    """Non-finite weights end that candidate's fits with a ValueError, in a stack as alone; the other candidates'
+    fits are served by the stack."""
     x, y = diabetes()
     kw = dict(hidden_layer_sizes=(6,), solver="sgd", max_iter=10, random_state=0)
     grid = {"learning_rate_init": [1e-3, 1e-2, 5.0]}
     mine, ref = searched(gs.MLPRegressor(backend="cpu", **kw), sk.MLPRegressor(**kw), grid, x * 100, y, cv=3)
     assert_same_search(mine, ref)
     assert np.isnan(ref.cv_results_["mean_test_score"][2])
+    assert mine.stacked_fits_ == 2 * 3
 
 
 def test_n_jobs_2_gives_the_same_results_and_keeps_its_parameter():
@@ -290,3 +291,10 @@ def test_a_waiting_fit_is_served_only_for_its_parameters_and_rows():
     assert cache.served_stacked == 1
     assert served.coefs_[0] is waiting.coefs_[0]
     assert all(est.coefs_[0] is not waiting.coefs_[0] for est in (other_rows, other_alpha, again))
+
+
+def test_gpunet_sklearn_offers_the_searches():
+    for name in ("GridSearchCV", "RandomizedSearchCV", "cross_validate", "cross_val_score"):
+        assert getattr(gs, name) is getattr(search_cv, name)
+    with pytest.raises(AttributeError, match="no attribute 'GridSearch'"):
+        gs.GridSearch

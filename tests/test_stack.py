@@ -1,6 +1,7 @@
 """gpunet.sklearn.fit_stack: K estimators fitted as one stack end as each fitted alone (and as scikit-learn's)."""
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -156,12 +157,14 @@ def test_what_cannot_be_stacked_is_refused(change, message):
 def test_other_inputs_are_refused():
     x, y = classification("iris")
     kw = dict(hidden_layer_sizes=(4,), random_state=0, max_iter=2, backend="cpu")
-    with pytest.raises(ValueError, match="got 1 X for 2 estimators"):
-        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [x], y)
+    with pytest.raises(ValueError, match="so y must be a list of 2 too, got ndarray"):
+        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [x, x], y)
+    with pytest.raises(ValueError, match="so y must be a list of 3 too, got 2 entries"):
+        gs.fit_stack([gs.MLPClassifier(**kw)] * 3, [x, x, x], [y, y])
     with pytest.raises(ValueError, match=r"estimator 1's data gives layers \[3, 4, 3\]"):
-        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [x, x[:, :3]], y)
+        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [x, x[:, :3]], [y, y])
     with pytest.raises(ValueError, match="sparse X only when"):
-        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [csr_matrix(x), csr_matrix(x)], y)
+        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [csr_matrix(x), csr_matrix(x)], [y, y])
     with pytest.raises(ValueError, match="of one class"):
         gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPRegressor(**kw)], x, y)
     with pytest.raises(ValueError, match="at least one"):
@@ -215,8 +218,21 @@ OWN_ROWS = {  # case, folds, per-model random_states, weighted
 }
 
 
+@pytest.fixture(params=["cpu", "one stack"])
+def stacking(request, monkeypatch):
+    """How fit_stack groups models into stacks: the CPU's way (a stack per data set and random_state), or one stack
+    per batch count (a GPU's way: each model gathers its own rows)."""
+    if request.param == "one stack":
+        from gpunet import sklearn_stack
+
+        groups = sklearn_stack._groups
+        monkeypatch.setattr(sklearn_stack, "_groups", lambda backend, count, of, stream: groups(
+            SimpleNamespace(name="cuda"), count, of, stream))
+    return request.param
+
+
 @pytest.mark.parametrize("name", OWN_ROWS)
-def test_models_with_their_own_rows_seeds_and_weights_are_as_if_fitted_alone(name):
+def test_models_with_their_own_rows_seeds_and_weights_are_as_if_fitted_alone(name, stacking):
     base, k, seeds, weighted, *more = OWN_ROWS[name]
     cls, x, y, shared, per_model = case(base)
     shared = {**shared, **(more[0] if more else {})}
@@ -236,26 +252,27 @@ def test_folds_with_different_batch_counts_train_as_separate_stacks(monkeypatch)
     made, init = [], Stack.__init__
     monkeypatch.setattr(Stack, "__init__", lambda self, *a, **kw: made.append(a[2].shape[0]) or init(self, *a, **kw))
     cls, x, y, shared, per_model = case("classifier-softmax-adam")
-    xs = [x[:400] if i % 2 else x[:401] for i in range(len(GRID))]
-    ys = [y[:400] if i % 2 else y[:401] for i in range(len(GRID))]
+    (x0, y0), (x1, y1) = (x[:401], y[:401]), (x[:400], y[:400])
+    xs, ys = [x1 if i % 2 else x0 for i in range(len(GRID))], [y1 if i % 2 else y0 for i in range(len(GRID))]
     assert_own_rows_match_alone(cls, xs, ys, [None] * len(GRID), {**shared, "batch_size": 200}, per_model)
     assert made.count(3) == 2  # two stacks of three (and smaller ones as models stop)
 
 
-def test_a_planted_row_swap_is_caught(monkeypatch):
+def test_a_planted_row_swap_is_caught(monkeypatch, stacking):
     """Model 3 trained on model 2's fold: the per-model comparison sees it."""
-    from gpunet.stack_rows import ModelRows
+    from gpunet import sklearn_stack
 
     cls, x, y, shared, per_model = case("classifier-softmax-adam")
     xs, ys, sws = folds(x, y, 4)
-    init = ModelRows.__init__
+    validated = sklearn_stack._validated_sets
 
-    def buggy(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        self.data = self.data.copy()
-        self.data[3] = self.data[2]
+    def buggy(*args):
+        sets, of = validated(*args)
+        of = of.copy()
+        of[3] = of[2]
+        return sets, of
 
-    monkeypatch.setattr(ModelRows, "__init__", buggy)
+    monkeypatch.setattr(sklearn_stack, "_validated_sets", buggy)
     with pytest.raises(AssertionError):
         assert_own_rows_match_alone(cls, xs, ys, sws, shared, per_model)
 
@@ -271,3 +288,28 @@ def test_chunks_of_one_model_or_all_give_the_same_fits(monkeypatch, chunk_bytes)
     assert_stack_matches_alone(cls, x, y, shared, per_model)
     xs, ys, sws = folds(x, y, 3, np.linspace(0.5, 1.5, len(x)))
     assert_own_rows_match_alone(cls, xs, ys, sws, shared, per_model)
+
+
+def test_x_as_a_list_of_rows_is_one_x_for_all():
+    """fit() takes X as a list of rows; so does fit_stack, for all its estimators (whatever their number)."""
+    x, y = classification("iris")
+    kw = dict(hidden_layer_sizes=(4,), max_iter=3, backend="cpu")
+    rows, labels = x[:6].tolist(), y[:6].tolist()
+    stacked = gs.fit_stack([gs.MLPClassifier(**kw, random_state=s) for s in range(6)], rows, labels)
+    for s, est in enumerate(stacked):
+        assert_same_fit(est, gs.MLPClassifier(**kw, random_state=s).fit(rows, labels), TOL)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the diverging model's overflow, as fit() warns it
+def test_a_diverging_model_fails_alone_and_the_others_are_fitted():
+    """One learning rate too large: fit() would raise for that estimator; fit_stack fits the others and names it."""
+    x, y = regression("diabetes")
+    kw = dict(solver="sgd", hidden_layer_sizes=(8,), max_iter=20, random_state=0, backend="cpu")
+    models = [gs.MLPRegressor(**kw, learning_rate_init=lr) for lr in (1e-4, 1e-3, 3.0)]
+    with pytest.raises(ValueError, match="non-finite"):
+        gs.MLPRegressor(**kw, learning_rate_init=3.0).fit(x, y)
+    with pytest.raises(gs.StackFitError, match="^estimator 2: Solver produced non-finite") as caught:
+        gs.fit_stack(models, x, y)
+    assert [i for i, _ in caught.value.failed] == [2]
+    for est, lr in zip(models[:2], (1e-4, 1e-3)):
+        assert_same_fit(est, gs.MLPRegressor(**kw, learning_rate_init=lr).fit(x, y), TOL)
