@@ -283,7 +283,7 @@ class _StackedSearch:
 
     def fit(self, X, y=None, **params):
         """scikit-learn's fit, its MLP fits trained as stacks; also sets stacked_fits_ (the fits served by a stack)
-        and stack_sizes_ (the size of each stack trained)."""
+        and stack_sizes_ (the fits of each fit_stack call)."""
         self._validate_params()  # before n_jobs is set aside: an invalid one is refused as scikit-learn refuses it
         n_jobs = self.n_jobs
         stacking = y is not None and _has_mlp([self.estimator, getattr(self, "param_grid", None),
@@ -329,7 +329,7 @@ class _StackedSearch:
 def _doc(search):
     return (f"scikit-learn's {search.__name__}, its gpunet.sklearn MLP fits trained as stacks first "
             "(gpunet.sklearn.fit_stack).\n\n    Fitted attributes also: stacked_fits_ (the fits served by a stack) and "
-            "stack_sizes_ (each stack's size). scikit-learn's documentation:\n\n    " + (search.__doc__ or ""))
+            "stack_sizes_ (the fits of each fit_stack call). scikit-learn's documentation:\n\n    " + (search.__doc__ or ""))
 
 
 class GridSearchCV(_StackedSearch, sk.GridSearchCV):
