@@ -329,7 +329,8 @@ class _StackedSearch:
 def _doc(search):
     return (f"scikit-learn's {search.__name__}, its gpunet.sklearn MLP fits trained as stacks first "
             "(gpunet.sklearn.fit_stack).\n\n    Fitted attributes also: stacked_fits_ (the fits served by a stack) and "
-            "stack_sizes_ (the fits of each fit_stack call). scikit-learn's documentation:\n\n    " + (search.__doc__ or ""))
+            "stack_sizes_ (the fits of each fit_stack call). scikit-learn's documentation:\n\n    "
+            + (search.__doc__ or ""))
 
 
 class GridSearchCV(_StackedSearch, sk.GridSearchCV):
