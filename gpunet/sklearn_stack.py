@@ -11,7 +11,7 @@ from numbers import Integral
 from types import SimpleNamespace
 
 import numpy as np
-from sklearn.base import is_classifier
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils import check_random_state
 
 from gpunet.backend import on_device, resolve
@@ -46,7 +46,8 @@ def fit_stack(estimators, X, y, sample_weight=None):
             finite); the others are fitted.
     """
     estimators = list(estimators)
-    _check_stackable(estimators)
+    params = [est.get_params() for est in estimators] if all(isinstance(e, BaseEstimator) for e in estimators) else []
+    _check_stackable(estimators, params)
     k = len(estimators)
     xs, ys, sws = _per_model(X, y, sample_weight, k)
     sets, of = _validated_sets(estimators, xs, ys, sws)
@@ -76,7 +77,7 @@ def fit_stack(estimators, X, y, sample_weight=None):
             rows = _own_rows(backend, dtype, sets)
         failed += _fit_group([estimators[i] for i in group], group, backend, sizes, dtype, sets, rows if own else None,
                              SimpleNamespace(of=of[group], streams=streams, stream=stream[group], batch=batch[group],
-                                             shuffle=shuffle, held_out=held_out))
+                                             shuffle=shuffle, held_out=held_out, params=[params[i] for i in group]))
     if failed:
         raise StackFitError(failed)
     return estimators
@@ -214,8 +215,7 @@ def _fit_group(estimators, index, backend, sizes, dtype, sets, rows, g):
     from gpunet.stack_rows import ModelRows, SharedRows
 
     first = estimators[0]
-    params = [est.get_params() for est in estimators]
-    values = {name: np.array([p[name] for p in params]) for name in STACKED}
+    values = {name: np.array([p[name] for p in g.params]) for name in STACKED}
     stack = Stack(backend, sizes, np.stack([est._flat() for est in estimators]), dtype, first.activation,
                   first.out_activation_, values["alpha"])
     if first.solver == "sgd":
@@ -252,8 +252,9 @@ def _fit_group(estimators, index, backend, sizes, dtype, sets, rows, g):
     return failed
 
 
-def _check_stackable(estimators):
-    """A ValueError naming what keeps `estimators` from being fitted as one stack, if anything does."""
+def _check_stackable(estimators, params):
+    """A ValueError naming what keeps `estimators` (with their get_params() `params`) from being fitted as one
+    stack, if anything does."""
     from gpunet.sklearn import _MLP
 
     if not estimators:
@@ -262,9 +263,9 @@ def _check_stackable(estimators):
     if not isinstance(first, _MLP) or any(type(est) is not type(first) for est in estimators):
         raise ValueError("fit_stack takes gpunet.sklearn estimators of one class (all MLPRegressor or all "
                          f"MLPClassifier), got {sorted({type(est).__name__ for est in estimators})}")
-    shared = {k: v for k, v in first.get_params().items() if k not in STACKED}
-    for i, est in enumerate(estimators[1:], 1):
-        differ = sorted(k for k, v in est.get_params().items() if k not in STACKED and not _same(v, shared[k]))
+    shared = {k: v for k, v in params[0].items() if k not in STACKED}
+    for i, p in enumerate(params[1:], 1):
+        differ = sorted(k for k, v in p.items() if k not in STACKED and not _same(v, shared[k]))
         if differ:
             raise ValueError(f"estimator {i} differs from estimator 0 in {', '.join(differ)}: only "
                              f"{', '.join(STACKED)} may differ within a stack; fit the others apart")

@@ -1,18 +1,16 @@
 """scikit-learn's stochastic epochs for a stack (gpunet/stack.py): sklearn_loop.fit_stochastic's loss curve,
 schedule, stopping rule and early stopping for each of K models trained as one computation."""
 
-from functools import partial
-
 import numpy as np
 
 
 def fit_stochastic_stack(stack, opt, hists, rows, s):
     """scikit-learn's stochastic epochs (sklearn_loop.fit_stochastic) for a stack: its batches from the row plan,
-    each model's own loss curve, schedule and stopping rule.
+    each model's own loss curve, schedule and stopping rule (their bookkeeping as arrays over the models).
 
     Args:
         stack, opt: the Stack and its StackSGD / StackAdam.
-        hists: one sklearn_loop.History per model, continued.
+        hists: one sklearn_loop.History per model, continued; written back at the end.
         rows: the models' row plan, a stack_rows.SharedRows or stack_rows.ModelRows.
         s: settings with max_iter, tol, n_iter_no_change and score (with early stopping a
             stack_scores.ValidationScores, else None).
@@ -23,9 +21,7 @@ def fit_stochastic_stack(stack, opt, hists, rows, s):
     """
     done = [None] * stack.k
     ids = np.arange(stack.k)  # the model of each row of the stack
-    score = s.score
-    for hist in hists:
-        hist.n_iter_ = 0
+    score, book = s.score, _Records(hists, s.max_iter)
     for _ in range(s.max_iter):
         if not opt.active.any():
             break
@@ -34,38 +30,74 @@ def fit_stochastic_stack(stack, opt, hists, rows, s):
             stack, opt, rows, ids = stack.select(keep), opt.select(keep), rows.select(keep), ids[keep]
             score = None if score is None else score.select(keep)
         losses = rows.epoch(stack, opt)
-        scores = None if score is None else score(stack)
-        for k in np.flatnonzero(opt.active):
-            hist = hists[ids[k]]
-            hist.loss_ = losses[k]
-            hist.n_iter_ += 1
-            hist.t_ += int(rows.n[k])
-            hist.loss_curve_.append(hist.loss_)
-            hist.update(s.tol, None if scores is None else partial(float, scores[k]), _Row(stack, k))
-            opt.iteration_ends(k, hist.t_)
-            if hist.no_improvement_count > s.n_iter_no_change:
-                if opt.trigger_stopping(k):
-                    done[ids[k]] = _finished(stack, opt, k, hist, False)
-                    opt.freeze(k)
-                    continue
-                hist.no_improvement_count = 0
+        active = np.flatnonzero(opt.active)
+        improved = book.epoch(ids[active], losses[active], rows.n[active], s.tol,
+                              None if score is None else score(stack)[active])
+        for k in active[improved]:  # a better validation score: its parameters kept, as History.update keeps them
+            book.best_params[ids[k]] = stack.params_host(k)
+        if opt.per_model_iteration_ends:
+            for k in active:
+                opt.iteration_ends(k, int(book.t[ids[k]]))
+        for k in active[book.count[ids[active]] > s.n_iter_no_change]:
+            if opt.trigger_stopping(k):
+                done[ids[k]] = _finished(stack, opt, k, book.best_params[ids[k]], False)
+                opt.freeze(k)
+            else:
+                book.count[ids[k]] = 0
         opt.epoch_ends()
     for k in np.flatnonzero(opt.active):
-        done[ids[k]] = _finished(stack, opt, k, hists[ids[k]], True)
+        done[ids[k]] = _finished(stack, opt, k, book.best_params[ids[k]], True)
+    book.write(hists)
     return done
 
 
-class _Row:
-    """Model k's parameters as History.update copies them when its validation score improves: a host copy."""
+class _Records:
+    """Every model's History (sklearn_loop.History) as arrays over the models while a stack trains: epochs, rows
+    seen, loss curve, best loss or validation score, epochs without improvement; written back by write()."""
 
-    def __init__(self, stack, k):
-        self.stack, self.k = stack, k
+    def __init__(self, hists, max_iter):
+        self.early = hists[0].early_stopping
+        self.n_iter = np.zeros(len(hists), np.int64)
+        self.t = np.array([h.t_ for h in hists], np.int64)
+        self.count = np.array([h.no_improvement_count for h in hists], np.int64)
+        best = [h.best_validation_score_ if self.early else h.best_loss_ for h in hists]
+        self.best = np.array(best, np.float64)
+        self.curve, self.scores = np.full((max_iter, len(hists)), np.nan), np.full((max_iter, len(hists)), np.nan)
+        self.best_params = [h.best_params for h in hists]
 
-    def copy(self):
-        return self.stack.params_host(self.k)
+    def epoch(self, ids, losses, n, tol, scores):
+        """The models `ids` ended an epoch with `losses` over n rows each (and validation `scores`): History.update's
+        rules for each; returns where a validation score improved."""
+        self.curve[self.n_iter[ids], ids] = losses
+        self.n_iter[ids] += 1
+        self.t[ids] += n
+        best = self.best[ids]
+        if scores is None:  # the training loss: improved by more than tol, else counted; min as Python's min
+            self.count[ids] = np.where(losses > best - tol, self.count[ids] + 1, 0)
+            self.best[ids] = np.where(losses < best, losses, best)
+            return np.zeros(len(ids), bool)
+        self.scores[self.n_iter[ids] - 1, ids] = scores
+        self.count[ids] = np.where(scores < best + tol, self.count[ids] + 1, 0)
+        improved = scores > best
+        self.best[ids] = np.where(improved, scores, best)
+        return improved
+
+    def write(self, hists):
+        """Each model's record into its History, as History.update would have left it."""
+        for k, h in enumerate(hists):
+            m = int(self.n_iter[k])
+            h.n_iter_, h.t_, h.no_improvement_count = m, int(self.t[k]), int(self.count[k])
+            h.loss_curve_.extend(self.curve[:m, k])
+            if m:
+                h.loss_ = self.curve[m - 1, k]
+            if self.early:
+                h.validation_scores_.extend(self.scores[:m, k])
+                h.best_validation_score_, h.best_params = self.best[k], self.best_params[k]
+            else:
+                h.best_loss_ = self.best[k]
 
 
-def _finished(stack, opt, k, hist, unconverged):
+def _finished(stack, opt, k, best_params, unconverged):
     """(params, optimizer, unconverged) of model k as its fit ends: with early stopping its best parameters."""
-    params = stack.params_host(k) if hist.best_params is None else hist.best_params
+    params = stack.params_host(k) if best_params is None else best_params
     return params, opt.single(k, params), unconverged

@@ -63,6 +63,8 @@ class _StackOptimizer:
         self.active[k] = False
         self._set()
 
+    per_model_iteration_ends = False  # whether iteration_ends does anything
+
     def iteration_ends(self, k, t):
         pass
 
@@ -112,8 +114,12 @@ class StackSGD(_StackOptimizer):
                       (xp.add, (update, tmp, update))]
         return calls + [(xp.add, (params, update, params))]
 
+    @property
+    def per_model_iteration_ends(self):
+        return self.schedule == "invscaling"
+
     def iteration_ends(self, k, t):
-        if self.schedule == "invscaling":
+        if self.schedule == "invscaling":  # in Python floats, as scikit-learn computes it
             self.lr[k] = float(self.lr_init[k]) / (t + 1) ** float(self.power_t[k])
 
     def trigger_stopping(self, k):
