@@ -9,8 +9,9 @@ will receive (through the steps of a Pipeline before it), grouped into stacks th
 joblib workers when n_jobs asks. The fitted ones wait in a cache keyed by content: the MLP's parameters and a hash of
 its X, y and sample_weight. While scikit-learn evaluates (in this process), gpunet's MLP fit takes a waiting
 estimator's fitted state when its parameters and data are exactly those, and trains as usual otherwise. Fits that
-fit_stack refuses (lbfgs, early stopping, ...) and other estimators go through scikit-learn's path unchanged.
-Only the fit times in the results differ: a fit served from the cache takes no time there.
+fit_stack refuses (lbfgs, warm_start, ...) and other estimators go through scikit-learn's path unchanged.
+Only the fit times in the results differ: a fit served from the cache takes no time there. A gpunet search inside
+another's fit (a search in cross_validate) stacks its own fits when it runs; the outer one plans none for it.
 """
 
 import hashlib
@@ -93,6 +94,16 @@ def _captured(estimator, X, y, fit_params):
         finally:
             _HOOK.local.records = outer
     return records
+
+
+class _Nested(Exception):
+    """A gpunet search inside a fit being captured (a search in cross_validate): the capture plans nothing for it,
+    and the search stacks its own fits when it runs for real."""
+
+
+def _not_captured():
+    if getattr(_HOOK.local, "records", None) is not None:
+        raise _Nested()
 
 
 # -- the cache
@@ -285,6 +296,7 @@ class _StackedSearch:
         """scikit-learn's fit, its MLP fits trained as stacks; also sets stacked_fits_ (the fits served by a stack)
         and stack_sizes_ (the fits of each fit_stack call)."""
         self._validate_params()  # before n_jobs is set aside: an invalid one is refused as scikit-learn refuses it
+        _not_captured()
         n_jobs = self.n_jobs
         stacking = y is not None and _has_mlp([self.estimator, getattr(self, "param_grid", None),
                                                 getattr(self, "param_distributions", None)])
@@ -347,6 +359,7 @@ class RandomizedSearchCV(_StackedSearch, sk.RandomizedSearchCV):
 def _cross(evaluate, estimator, X, y, groups, cv, n_jobs, pre_dispatch, params, **kw):
     """scikit-learn's `evaluate` (cross_validate or cross_val_score) with the K fits of the folds trained as one
     stack first; unchanged for other estimators, and while metadata routing is enabled."""
+    _not_captured()
     if y is None or _routing_enabled() or not _has_mlp(estimator):
         return evaluate(estimator, X, y, groups=groups, cv=cv, n_jobs=n_jobs, pre_dispatch=pre_dispatch,
                         params=params, **kw)

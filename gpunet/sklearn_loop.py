@@ -262,7 +262,7 @@ class Engine:
         ws.error()  # g[-1] = p - y
         sw_sum = sw.sum()
         ratio = ws.n / sw_sum  # the batch's loss times its size is ratio (loss_per_sum S_w + alpha/2 sum(w^2))
-        s_w = xp.dot(row_losses(xp, self.out_activation, ws.g[-1], ws.y, self.eps), sw[0])
+        s_w = xp.dot(row_losses(xp, self.out_activation, ws.z[-1], ws.g[-1], ws.y, self.eps), sw[0])
         self._s[k] = ratio * s_w
         xp.multiply(ws.g[-1], sw, out=ws.g[-1])
         ws.backward(self.grad_scale)
@@ -325,12 +325,13 @@ class Engine:
         return self.backend.to_numpy(self.net.params).copy()
 
 
-def row_losses(xp, kind, g, y, eps):
-    """Each row's loss sum S_i (n,) from the output error g = p - y (d_out, n), as scikit-learn computes it:
-    squared errors, log losses of p clipped to [eps, 1 - eps], or Poisson deviances."""
+def row_losses(xp, kind, z, g, y, eps):
+    """Each row's loss sum S_i (n,) as scikit-learn computes it, from the logits z and the output error g = p - y
+    (d_out, n): squared errors, log losses of p clipped to [eps, 1 - eps], or Poisson deviances. p is computed
+    again from z (softmax's z as the error left it, shifted), not as g + y: (p - 1) + 1 loses a small p."""
     if kind == "identity":
         return (g * g).sum(axis=0)
-    p = g + y
+    p = output_activation(xp, z.copy(), kind)
     if kind == "logistic":
         return binary_log_loss_terms(xp, y, p, eps).sum(axis=0)
     if kind == "exp":

@@ -59,10 +59,18 @@ def fit_stack(estimators, X, y, sample_weight=None):
             raise ValueError(f"estimator {i}'s data gives layers {est._sizes(sets[d].X.shape[1])} of "
                              f"{first._dtype(sets[d].X)}, estimator 0's {sizes} of {dtype}: fit them apart")
     streams, stream = _initialized(estimators, sets, of, sizes, dtype)
+    for i, est in enumerate(estimators):
+        if est.out_activation_ != first.out_activation_:
+            raise ValueError(f"estimator {i}'s targets take a {est.out_activation_} output, estimator 0's a "
+                             f"{first.out_activation_} output: fit them apart")
     held_out = None
     if first.early_stopping:  # each stream's rows split as fit() splits them; then its training rows are its set
         sets, held_out = _split(first, sets, of, stream, streams)
         of = stream
+        unweighted = [i for i, s in enumerate(stream) if held_out[s].sw is not None and not held_out[s].sw.any()]
+        if unweighted:  # fit() fails at its first score
+            raise ValueError(f"estimators {unweighted}: Sample weights must contain at least one non-zero number "
+                             "(on the rows held out for early stopping)")
     backend = resolve("cuda", sets[0].X.device.id) if on_device(sets[0].X) else resolve(first.backend, first.device)
     batch = np.array([est._batch_size(sets[d].X.shape[0]) for est, d in zip(estimators, of)])
     n = np.array([sets[d].X.shape[0] for d in of])
@@ -146,9 +154,13 @@ def _validated_sets(estimators, xs, ys, sws):
             seen[key] = len(sets)
             learned = {k: v for k, v in vars(est).items() if k not in before or before[k] is not v}
             sets.append(SimpleNamespace(X=x_valid, y=y_valid.reshape(-1, 1) if y_valid.ndim == 1 else y_valid,
-                                        sw=None if sw is None else sample_weights(sw, x_valid), learned=learned))
+                                        sw=None if sw is None else sample_weights(sw, x_valid), learned=learned,
+                                        forgotten=before.keys() - vars(est).keys()))
         else:
-            vars(est).update(copy.deepcopy(sets[seen[key]].learned))
+            d = sets[seen[key]]
+            vars(est).update(copy.deepcopy(d.learned))
+            for name in d.forgotten & vars(est).keys():  # e.g. feature_names_in_ of an earlier fit on a frame
+                delattr(est, name)
         of.append(seen[key])
         est.n_outputs_ = sets[of[-1]].y.shape[1]
     if len(sets) > 1 and any(hasattr(d.X, "tocsr") for d in sets):

@@ -1,6 +1,8 @@
 """gpunet.search_cv: scikit-learn's searches and cross-validation with the MLP fits trained as stacks, against
 scikit-learn's own GridSearchCV, RandomizedSearchCV, cross_validate and cross_val_score over scikit-learn's MLP."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -298,3 +300,25 @@ def test_gpunet_sklearn_offers_the_searches():
         assert getattr(gs, name) is getattr(search_cv, name)
     with pytest.raises(AttributeError, match="no attribute 'GridSearch'"):
         gs.GridSearch
+
+
+def test_a_search_inside_cross_validate_trains_each_fit_once(monkeypatch):
+    """cross_validate(GridSearchCV(...)): the inner searches stack their own fits; the outer plans none for them
+    (3 outer folds x (4 candidates x 3 inner folds + 1 refit) trainings in all), with scikit-learn's scores."""
+    from gpunet import sklearn_loop
+
+    x, y = datasets.load_iris(return_X_y=True)
+    kw = dict(hidden_layer_sizes=(5,), max_iter=15, random_state=0, batch_size=32)
+    grid = {"alpha": [1e-4, 1e-1], "learning_rate_init": [1e-3, 1e-2]}
+    count = {"stacked": 0, "alone": 0}
+    stack, alone = search_cv.fit_stack, sklearn_loop.fit_stochastic
+    monkeypatch.setattr(search_cv, "fit_stack", lambda ests, *a, **k: count.update(
+        stacked=count["stacked"] + len(ests)) or stack(ests, *a, **k))
+    monkeypatch.setattr(gs, "fit_stochastic", lambda *a, **k: count.update(alone=count["alone"] + 1) or alone(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = search_cv.cross_validate(search_cv.GridSearchCV(gs.MLPClassifier(backend="cpu", **kw), grid, cv=3),
+                                        x, y, cv=3)
+        theirs = skm.cross_validate(skm.GridSearchCV(sk.MLPClassifier(**kw), grid, cv=3), x, y, cv=3)
+    assert np.abs(ours["test_score"] - theirs["test_score"]).max() < 1e-9
+    assert count == {"stacked": 3 * 4 * 3, "alone": 3}

@@ -363,3 +363,18 @@ def test_log_loss_clips_probabilities_as_scikit_learn_does(monkeypatch):
     monkeypatch.setitem(sklearn_loop.OUTPUTS, "softmax", ("ce", 1.0))  # the loss unclipped: the check can fail
     unclipped = gs.MLPClassifier(backend="cpu", **kw).fit(x, y)
     assert rel(unclipped.loss_curve_, theirs.loss_curve_) > 1e-6
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_weighted_log_loss_of_saturated_probabilities_is_scikit_learns():
+    """With sample weights each row's loss is taken from p itself (not from p - y + y, which loses a small p): the
+    loss curve equals scikit-learn's where probabilities saturate (learning_rate_init=1.0)."""
+    x, y = datasets.make_classification(195, 6, n_informative=4, n_classes=3, random_state=0)
+    weights = np.random.default_rng(0).uniform(0, 2, len(x))
+    weights[::11] = 0
+    kw = dict(hidden_layer_sizes=(4,), solver="sgd", learning_rate="invscaling", max_iter=3, batch_size=17,
+              alpha=1e-3, learning_rate_init=1.0, random_state=2, momentum=0.99)
+    theirs = sk.MLPClassifier(**kw).fit(x, y, sample_weight=weights)
+    for ours in (gs.MLPClassifier(backend="cpu", **kw).fit(x, y, sample_weight=weights),
+                 gs.fit_stack([gs.MLPClassifier(backend="cpu", **kw)], x, y, sample_weight=weights)[0]):
+        assert rel(ours.loss_curve_, theirs.loss_curve_) < 1e-12

@@ -163,6 +163,10 @@ def test_other_inputs_are_refused():
         gs.fit_stack([gs.MLPClassifier(**kw)] * 3, [x, x, x], [y, y])
     with pytest.raises(ValueError, match=r"estimator 1's data gives layers \[3, 4, 3\]"):
         gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [x, x[:, :3]], [y, y])
+    labels = np.eye(3, dtype=int)[y]
+    labels[::7, 0] = 1  # several labels a row: a logistic output per label, where y's classes take a softmax
+    with pytest.raises(ValueError, match="estimator 1's targets take a logistic output, estimator 0's a softmax"):
+        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [x, x], [y, labels])
     with pytest.raises(ValueError, match="sparse X only when"):
         gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [csr_matrix(x), csr_matrix(x)], [y, y])
     with pytest.raises(ValueError, match="of one class"):
@@ -313,3 +317,31 @@ def test_a_diverging_model_fails_alone_and_the_others_are_fitted():
     assert [i for i, _ in caught.value.failed] == [2]
     for est, lr in zip(models[:2], (1e-4, 1e-3)):
         assert_same_fit(est, gs.MLPRegressor(**kw, learning_rate_init=lr).fit(x, y), TOL)
+
+
+def test_held_out_rows_of_weight_0_fail_as_fit_fails():
+    """Early stopping whose held-out rows all weigh 0: fit() fails at its first score, and so does fit_stack."""
+    x, y = classification("iris")
+    kw = dict(hidden_layer_sizes=(3,), max_iter=5, backend="cpu", early_stopping=True, validation_fraction=0.02,
+              random_state=0)
+    weights = np.zeros(len(x))
+    weights[np.random.default_rng(33).choice(len(x), 100, replace=False)] = 1.0
+    with pytest.raises(ValueError, match="at least one non-zero"):
+        gs.MLPClassifier(**kw).fit(x, y, sample_weight=weights)
+    with pytest.raises(ValueError, match=r"estimators \[0\]: Sample weights must contain at least one non-zero"):
+        gs.fit_stack([gs.MLPClassifier(**kw)], x, y, sample_weight=weights)
+
+
+def test_a_refit_forgets_what_the_earlier_fit_learned_from_a_frame():
+    """Estimators fitted on a DataFrame, then stacked on an array: none keeps feature_names_in_, as fit() does."""
+    pd = pytest.importorskip("pandas")
+    x, y = classification("iris")
+    frame = pd.DataFrame(x, columns=list("abcd"))
+    kw = dict(hidden_layer_sizes=(3,), max_iter=2, backend="cpu")
+    models = [gs.MLPClassifier(**kw, random_state=s).fit(frame, y) for s in range(3)]
+    assert all(hasattr(m, "feature_names_in_") for m in models)
+    gs.fit_stack(models, x, y)
+    assert not any(hasattr(m, "feature_names_in_") for m in models)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        [m.predict(x) for m in models]
