@@ -165,3 +165,33 @@ def test_real_cupy_through_every_path_that_takes_arrays():
         clf.partial_fit(cupy.asarray(xb), cupy.asarray(yb), classes=np.unique(yb))
     proba = clf.predict_proba(cupy.asarray(xb))
     assert isinstance(proba, cupy.ndarray) and proba.shape == (len(yb), 2)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_a_stack_of_folds_on_a_device_is_each_fit_alone(monkeypatch, early_stopping):
+    """fit_stack on CuPy arrays takes a GPU's grouping (one stack, each model its own rows, order and weights): each
+    model as fitted alone on the host, and its X never comes back."""
+    from sklearn.model_selection import KFold
+
+    from gpunet.stack import Stack
+
+    fake_device.install(monkeypatch)
+    made, init = [], Stack.__init__
+    monkeypatch.setattr(Stack, "__init__", lambda self, *a, **k: made.append(a[2].shape[0]) or init(self, *a, **k))
+    x, y = regression("diabetes")
+    sw = np.linspace(0.5, 1.5, len(y))
+    kw = dict(hidden_layer_sizes=(8,), max_iter=6, batch_size=64, early_stopping=early_stopping, n_iter_no_change=2)
+    folds = [train for train, _ in KFold(3, shuffle=True, random_state=0).split(x)]
+    grid = [dict(alpha=a, random_state=s) for a in (1e-4, 1e-1) for s in (0, 1)]
+    fits = [(g, f) for g in grid for f in folds]
+    on_device = [[fake_device.to_device(a[f]) for f in folds] for a in (x, y, sw)]
+    stacked = gs.fit_stack([gs.MLPRegressor(**kw, **g) for g, _ in fits], *(
+        [d[i % 3] for i in range(len(fits))] for d in on_device))
+    for ours, (g, f) in zip(stacked, fits):
+        alone = gs.MLPRegressor(backend="cpu", **kw, **g).fit(x[f], y[f], sample_weight=sw[f])
+        assert ours.n_iter_ == alone.n_iter_ and rel(ours.loss_curve_, alone.loss_curve_) < 1e-9
+        for p, q in zip(ours.coefs_ + ours.intercepts_, alone.coefs_ + alone.intercepts_):
+            assert type(p) is np.ndarray and rel(p, q) < 1e-9
+    assert not any(x_copied(x[f]) for f in folds)
+    assert made[0] == len(fits)  # one stack of all (then smaller ones as models stop)
