@@ -46,14 +46,21 @@ def fit_stack(estimators, X, y, sample_weight=None):
             finite); the others are fitted.
     """
     estimators = list(estimators)
+    failed = _train(estimators, _prepared(estimators, X, y, sample_weight))
+    if failed:
+        raise StackFitError(failed)
+    return estimators
+
+
+def _prepared(estimators, X, y, sample_weight):
+    """Everything checked, validated and drawn as fit() does it, for every estimator: SimpleNamespace(params (their
+    get_params()), sets (the training data sets), of (each one's set), sizes, dtype, streams and stream (the
+    shuffles' RandomStates and each one's), held_out (early stopping's held-out sets per stream, or None))."""
     params = [est.get_params() for est in estimators] if all(isinstance(e, BaseEstimator) for e in estimators) else []
     _check_stackable(estimators, params)
-    k = len(estimators)
-    xs, ys, sws = _per_model(X, y, sample_weight, k)
-    sets, of = _validated_sets(estimators, xs, ys, sws)
+    sets, of = _validated_sets(estimators, *_per_model(X, y, sample_weight, len(estimators)))
     first = estimators[0]
-    dtype = first._dtype(sets[0].X)
-    sizes = first._sizes(sets[0].X.shape[1])
+    dtype, sizes = first._dtype(sets[0].X), first._sizes(sets[0].X.shape[1])
     for i, (est, d) in enumerate(zip(estimators, of)):
         if first._dtype(sets[d].X) != dtype or est._sizes(sets[d].X.shape[1]) != sizes:
             raise ValueError(f"estimator {i}'s data gives layers {est._sizes(sets[d].X.shape[1])} of "
@@ -71,10 +78,16 @@ def fit_stack(estimators, X, y, sample_weight=None):
         if unweighted:  # fit() fails at its first score
             raise ValueError(f"estimators {unweighted}: Sample weights must contain at least one non-zero number "
                              "(on the rows held out for early stopping)")
+    return SimpleNamespace(params=params, sets=sets, of=of, sizes=sizes, dtype=dtype, streams=streams, stream=stream,
+                           held_out=held_out)
+
+
+def _train(estimators, p):
+    """Train the prepared estimators (_prepared's p) in stacks (_groups); [(index, message)] of those that failed."""
+    first, sets, of, stream = estimators[0], p.sets, p.of, p.stream
     backend = resolve("cuda", sets[0].X.device.id) if on_device(sets[0].X) else resolve(first.backend, first.device)
     batch = np.array([est._batch_size(sets[d].X.shape[0]) for est, d in zip(estimators, of)])
-    n = np.array([sets[d].X.shape[0] for d in of])
-    count = -(-n // batch)
+    count = -(-np.array([sets[d].X.shape[0] for d in of]) // batch)
     # An epoch of one batch of all a model's rows: a shuffle would only reorder a sum (the same to rounding), so
     # none is drawn, and models of one data set share their batch whatever their random_state.
     shuffle = first.shuffle and not (count == 1).all()
@@ -82,13 +95,12 @@ def fit_stack(estimators, X, y, sample_weight=None):
     for group in _groups(backend, count, of, stream if shuffle else np.zeros_like(stream)):
         own = len(set(of[group])) > 1 or len(set(stream[group])) > 1 and shuffle or sets[of[group[0]]].sw is not None
         if own and rows is None:
-            rows = _own_rows(backend, dtype, sets)
-        failed += _fit_group([estimators[i] for i in group], group, backend, sizes, dtype, sets, rows if own else None,
-                             SimpleNamespace(of=of[group], streams=streams, stream=stream[group], batch=batch[group],
-                                             shuffle=shuffle, held_out=held_out, params=[params[i] for i in group]))
-    if failed:
-        raise StackFitError(failed)
-    return estimators
+            rows = _own_rows(backend, p.dtype, sets)
+        g = SimpleNamespace(of=of[group], streams=p.streams, stream=stream[group], batch=batch[group], shuffle=shuffle,
+                            held_out=p.held_out, params=[p.params[i] for i in group])
+        failed += _fit_group([estimators[i] for i in group], group, backend, p.sizes, p.dtype, sets,
+                             rows if own else None, g)
+    return failed
 
 
 class StackFitError(ValueError):
