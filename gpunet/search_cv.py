@@ -353,6 +353,21 @@ class RandomizedSearchCV(_StackedSearch, sk.RandomizedSearchCV):
     __doc__ = _doc(sk.RandomizedSearchCV)
 
 
+HALVING = ("HalvingGridSearchCV", "HalvingRandomSearchCV")
+
+
+def __getattr__(name):
+    """HalvingGridSearchCV and HalvingRandomSearchCV: scikit-learn's successive halving (experimental there: asked
+    for, it is enabled), each round's fits trained as stacks."""
+    if name not in HALVING:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+
+    search = getattr(sk, name)
+    globals()[name] = cls = type(name, (_StackedSearch, search), {"__doc__": _doc(search), "__module__": __name__})
+    return cls
+
+
 # -- cross-validation
 
 

@@ -432,7 +432,8 @@ class MLPClassifier(ClassifierMixin, _MLP):
 
 # fit_stack lives beside the estimators it fits (gpunet/sklearn_stack.py imports this module's names when called)
 from gpunet.sklearn_stack import STACKED, StackFitError, fit_stack  # noqa: E402, F401
-SEARCHES = ("GridSearchCV", "RandomizedSearchCV", "cross_validate", "cross_val_score")
+SEARCHES = ("GridSearchCV", "RandomizedSearchCV", "HalvingGridSearchCV", "HalvingRandomSearchCV", "cross_validate",
+            "cross_val_score")
 
 
 def __getattr__(name):

@@ -165,6 +165,20 @@ def test_randomized_search_matches_scikit_learns():
     assert mine.stacked_fits_ == 6 * 3
 
 
+def test_successive_halving_matches_scikit_learns():
+    """Each round's fits (more rows for fewer candidates) as stacks; the rounds, scores and choice are
+    scikit-learn's."""
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+
+    ours, theirs, grid, x, y = case("classifier-adam")
+    grid = {**grid, "alpha": [1e-4, 1e-3, 1e-2, 1e-1]}
+    kw = dict(cv=3, factor=2, random_state=0)
+    mine = gs.HalvingGridSearchCV(ours, grid, **kw).fit(x, y)
+    assert_same_search(mine, skm.HalvingGridSearchCV(theirs, grid, **kw).fit(x, y))
+    assert mine.n_iterations_ > 1 and mine.stacked_fits_ == len(mine.cv_results_["params"]) * 3
+    assert type(mine).__name__ == "HalvingGridSearchCV" and gs.HalvingRandomSearchCV.__module__ == "gpunet.search_cv"
+
+
 def test_cross_validate_and_cross_val_score_match_scikit_learns(monkeypatch):
     ours, theirs, grid, x, y = case("classifier-adaptive-mixed-nesterov-pipeline")
     stacked, fit_stack = [], search_cv.fit_stack
