@@ -51,6 +51,24 @@ class Layout:
         """[(w, b), ...] per layer: w of shape (fan_in, fan_out), b of shape (fan_out,); views of `flat`."""
         return [(blk[:-1], blk[-1]) for blk in self.blocks(flat)]
 
+    def on_weights(self):
+        """(size,) float64 host: 1 on the weights, 0 on the biases (which take no weight decay)."""
+        mask = np.zeros(self.size)
+        for w, _ in self.unpack(mask):
+            w[...] = 1.0
+        return mask
+
+
+def rows_with_ones(backend, arrays, dtype):
+    """(rows, starts): arrays (n_i, d) (host, on the backend, or sparse: made dense) one after another on the
+    backend as one row-major (sum n_i, d + 1) array of `dtype`, each row followed by a 1 (the bias's input, so that
+    a batch is gathered as whole rows); starts[i] is the first row of arrays[i]."""
+    starts = np.cumsum([0] + [a.shape[0] for a in arrays])
+    rows = backend.xp.ones((int(starts[-1]), arrays[0].shape[1] + 1), dtype)
+    for a, start in zip(arrays, starts):
+        rows[start : start + a.shape[0], :-1] = backend.xp.asarray(a.toarray() if hasattr(a, "tocsr") else a, dtype)
+    return rows, starts
+
 
 def init_params(sizes, rng, init="normal"):
     """Initial flat parameters in float64, drawn from `rng` on the host.
@@ -151,10 +169,7 @@ class Network:
         if penalty is not None:
             return Calls([*self.decay_calls(c), (self._decay_tmp.dot, (self.params, penalty))])
         if c not in self._decay:  # a few coefficients at most: a run's, or one per batch size
-            on_weights = np.zeros(self.layout.size)
-            for w, _ in self.layout.unpack(on_weights):
-                w[...] = c
-            scaled = self.backend.asarray(on_weights, self.dtype)
+            scaled = self.backend.asarray(c * self.layout.on_weights(), self.dtype)
             self._decay_tmp = self.xp.empty_like(self.params) if self._decay_tmp is None else self._decay_tmp
             self._decay[c] = Calls([(self.xp.multiply, (self.params, scaled, self._decay_tmp)),
                                     (self.xp.add, (self.grads, self._decay_tmp, self.grads))])

@@ -16,7 +16,7 @@ import numpy as np
 
 from gpunet.calls import Calls
 from gpunet.losses import binary_log_loss_terms, poisson_deviance_terms
-from gpunet.model import Layout, Network
+from gpunet.model import Layout, Network, rows_with_ones
 
 # scikit-learn's output activation -> (gpunet's output loss, the backward scale that makes dS/dz = p - y)
 OUTPUTS = {"identity": ("sse", 0.5), "softmax": ("log", 1.0), "logistic": ("bce", 1.0), "exp": ("poisson", 1.0)}
@@ -215,9 +215,7 @@ class Engine:
         20,000 x 64); a sparse X (SparseRows) as it is."""
         if getattr(x_t, "sparse_rows", False):
             return x_t
-        x_rows = self.xp.ones((x_t.shape[1], x_t.shape[0] + 1), self.net.dtype)
-        x_rows[:, :-1] = x_t.T
-        return x_rows
+        return rows_with_ones(self.backend, [x_t.T], self.net.dtype)[0]
 
     def take(self, x_rows, y_t, rows, ws):
         """The batch at `rows` of rows() and y_t (d_out, N) into `ws`."""
@@ -331,12 +329,17 @@ def row_losses(xp, kind, z, g, y, eps):
     again from z (softmax's z as the error left it, shifted), not as g + y: (p - 1) + 1 loses a small p."""
     if kind == "identity":
         return (g * g).sum(axis=0)
-    p = output_activation(xp, z.copy(), kind)
+    return loss_terms(xp, kind, output_activation(xp, z.copy(), kind), y, eps).sum(axis=0)
+
+
+def loss_terms(xp, kind, p, y, eps):
+    """scikit-learn's loss of each output of each row, from the output activations p (softmax, logistic or exp) and
+    the targets y of the same shape: log losses of p clipped to [eps, 1 - eps], or Poisson deviances."""
     if kind == "logistic":
-        return binary_log_loss_terms(xp, y, p, eps).sum(axis=0)
+        return binary_log_loss_terms(xp, y, p, eps)
     if kind == "exp":
-        return poisson_deviance_terms(xp, y, p).sum(axis=0)
-    return -(y * xp.log(xp.clip(p, eps, 1 - eps))).sum(axis=0)
+        return poisson_deviance_terms(xp, y, p)
+    return -(y * xp.log(xp.clip(p, eps, 1 - eps)))
 
 
 def output_activation(xp, z, kind):

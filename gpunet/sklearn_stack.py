@@ -15,12 +15,16 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils import check_random_state
 
 from gpunet.backend import on_device, resolve
+from gpunet.model import rows_with_ones
 from gpunet.sklearn_arrays import feature_major, sample_weights
 
 # the parameters in which estimators fitted as one stack may differ: numbers that only the update reads, and
 # random_state (an int: each model's own weights and row order)
 STACKED = ("alpha", "learning_rate_init", "momentum", "nesterovs_momentum", "power_t", "beta_1", "beta_2", "epsilon",
            "random_state")
+# why a sparse X cannot take a stack in which each model gathers its own rows (they would be made dense)
+SPARSE = ("fit_stack stacks a sparse X only when every estimator is given the same X, y and random_state, without "
+          "sample weights: fit the others one by one")
 
 
 def fit_stack(estimators, X, y, sample_weight=None):
@@ -176,8 +180,7 @@ def _validated_sets(estimators, xs, ys, sws):
         of.append(seen[key])
         est.n_outputs_ = sets[of[-1]].y.shape[1]
     if len(sets) > 1 and any(hasattr(d.X, "tocsr") for d in sets):
-        raise ValueError("fit_stack stacks a sparse X only when every estimator is given the same X, y and "
-                         "random_state: fit the others one by one")
+        raise ValueError(SPARSE)
     return sets, np.array(of)
 
 
@@ -212,21 +215,13 @@ def _split(first, sets, of, stream, streams):
 def _own_rows(backend, dtype, sets):
     """(xr (M, d_in + 1) with a column of ones, yr (M, d_out), sw (M,) or None, spans): the data sets' rows one
     after another on the backend, and where each set starts and how many rows it has."""
-    xp = backend.xp
-    m = sum(d.X.shape[0] for d in sets)
-    xr = xp.ones((m, sets[0].X.shape[1] + 1), dtype)
-    yr = xp.empty((m, sets[0].y.shape[1]), dtype)
-    sw = None if all(d.sw is None for d in sets) else np.ones(m)
-    spans, start = [], 0
-    for d in sets:
-        n = d.X.shape[0]
-        xr[start : start + n, :-1] = backend.asarray(d.X, dtype)
-        yr[start : start + n] = backend.asarray(d.y, dtype)
-        if d.sw is not None:
-            sw[start : start + n] = d.sw
-        spans.append((start, n))
-        start += n
-    return SimpleNamespace(xr=xr, yr=yr, sw=sw, spans=spans)
+    if any(hasattr(d.X, "tocsr") for d in sets):
+        raise ValueError(SPARSE)
+    xr, starts = rows_with_ones(backend, [d.X for d in sets], dtype)
+    yr = backend.xp.concatenate([backend.xp.asarray(d.y, dtype) for d in sets])
+    sw = None if all(d.sw is None for d in sets) else np.concatenate(
+        [np.ones(d.X.shape[0]) if d.sw is None else d.sw for d in sets])
+    return SimpleNamespace(xr=xr, yr=yr, sw=sw, spans=[(int(a), d.X.shape[0]) for a, d in zip(starts, sets)])
 
 
 def _fit_group(estimators, index, backend, sizes, dtype, sets, rows, g):

@@ -23,7 +23,7 @@ import numpy as np
 from gpunet.calls import Calls
 from gpunet.losses import binary_log_loss_terms, poisson_deviance_terms
 from gpunet.model import Layout
-from gpunet.sklearn_loop import OUTPUTS
+from gpunet.sklearn_loop import OUTPUTS, loss_terms
 
 # A chunk of models' batch buffers and parameter state. Measured side by side (100 digits fits, hidden 64, batches
 # of 200, 5 alternating runs on a loaded 2-vCPU AMD EPYC): all models at once 3.16 s, chunks of 4 MiB 2.94 s, of
@@ -99,20 +99,13 @@ class Stack:
         if key not in self._decay:
             xp = self.xp
             factor = self.alpha if n is None else self.alpha / n
-            scaled = self.backend.asarray(factor[sl, None] * self._on_weights(), self.dtype)
+            scaled = self.backend.asarray(factor[sl, None] * self.layout.on_weights(), self.dtype)
             tmp, params, grads = self._tmp[sl], self.params[sl], self.grads[sl]
             add = [(xp.add, (grads, tmp, grads))]
             if n is None:
                 add.insert(0, (xp.multiply, (tmp, self._inv[sl], tmp)))
             self._decay[key] = (tmp, Calls([(xp.multiply, (params, scaled, tmp))]), Calls(add))
         return self._decay[key]
-
-    def _on_weights(self):
-        """(P,) host: 1 on the weights, 0 on the biases (which take no decay)."""
-        on_weights = np.zeros(self.layout.size)
-        for w, _ in self.layout.unpack(on_weights):
-            w[...] = 1.0
-        return on_weights
 
     def step(self, ws, j, opt):
         """Batch j in `ws`: each model's scikit-learn gradient, its loss sum S and penalty into slot j, and its
@@ -317,7 +310,8 @@ class _OutputError:
         self.xp, self.kind, self.z, self.y, self.g, self.weight, self.eps = xp, kind, z, y, g, weight, eps
         k, n = z.shape[0], z.shape[2]
         if kind == "softmax":
-            self.top, self.total = (xp.empty((k, 1, n), z.dtype) for _ in range(2))
+            self.top, self.total, self.label = (xp.empty((k, 1, n), z.dtype) for _ in range(3))
+            self.zy = xp.empty_like(z)
             self.known = xp.empty(n, z.dtype)  # 1 for a row with a label, 0 for a row of zeros
             self.low, self.high = -np.log1p(-eps), -np.log(eps)  # -log(1 - eps) <= -log p <= -log(eps)
 
@@ -336,7 +330,9 @@ class _OutputError:
             # -log p[label] = log sum exp(z) - z[label], clipped as scikit-learn clips p, for the rows with a label
             xp.sum(y, axis=0, out=self.known)
             xp.log(self.total, out=self.total)
-            xp.subtract(self.total, (z * y).sum(axis=1, keepdims=True), out=self.total)
+            xp.multiply(z, y, out=self.zy)
+            xp.sum(self.zy, axis=1, keepdims=True, out=self.label)  # z[label] (0 for a row of zeros)
+            xp.subtract(self.total, self.label, out=self.total)
             xp.clip(self.total, self.low, self.high, out=self.total)
             xp.matmul(self.total.reshape(k, -1), self.known, out=s)
         elif self.kind == "logistic":
@@ -365,19 +361,14 @@ class _OutputError:
 
     def _weighted(self, s):
         """g = p - y and each model's weighted loss sum S = sum_i weight_i S_i into s, S_i each row's loss as
-        scikit-learn's weighted loss takes it (sklearn_loop.row_losses)."""
+        scikit-learn's weighted loss takes it (sklearn_loop.loss_terms)."""
         xp, z, y, g = self.xp, self.z, self.y, self.g
         if self.kind == "identity":
             xp.subtract(z, y, out=g)
             terms = g * g
         else:
             self.probabilities()
-            if self.kind == "logistic":
-                terms = binary_log_loss_terms(xp, y, g, self.eps)
-            elif self.kind == "exp":
-                terms = poisson_deviance_terms(xp, y, g)
-            else:
-                terms = -(y * xp.log(xp.clip(g, self.eps, 1 - self.eps)))
+            terms = loss_terms(xp, self.kind, g, y, self.eps)
             xp.subtract(g, y, out=g)
         rows = terms.sum(axis=1, keepdims=True)  # (chunk, 1, n)
         xp.matmul(rows, self.weight.transpose(0, 2, 1), out=s.reshape(-1, 1, 1))

@@ -9,6 +9,8 @@ computed on the host for all models at once, as scikit-learn's accuracy_score an
 
 import numpy as np
 
+from gpunet.model import rows_with_ones
+
 
 class ValidationScores:
     """The validation scores of a stack's models.
@@ -23,10 +25,7 @@ class ValidationScores:
     def __init__(self, backend, dtype, sets, of, classifier):
         self.backend, self.classifier, self.of = backend, classifier, np.asarray(of)
         width = max(d.X.shape[0] for d in sets)
-        starts = np.cumsum([0] + [d.X.shape[0] for d in sets])
-        self.xr = backend.xp.ones((starts[-1], sets[0].X.shape[1] + 1), dtype)
-        for d, start in zip(sets, starts):
-            self.xr[start : start + d.X.shape[0], :-1] = backend.asarray(d.X, dtype)
+        self.xr, starts = rows_with_ones(backend, [d.X for d in sets], dtype)  # a sparse X's held-out rows: dense
         cols = np.arange(width)
         n = np.array([sets[d].X.shape[0] for d in self.of])
         self.valid = cols[None, :] < n[:, None]  # (K, width): a held-out row, not padding

@@ -44,7 +44,9 @@ def table_run(source, given, target=None, task="auto", features=None, drop=(), k
     data = table_dataset(table, target, config.val_split, config.seed, classify, part, Select(features, drop, keep,
                                                                                                missing))
     config, clipped = fit_to_rows(config, data, given)
-    return config, data, [n for n in (note, clipped) if n] + data.notes
+    chosen = None if target else (f"Note: target: {table.names[t[0]]!r}, the last column; --target NAME trains "
+                                  "another")
+    return config, data, [n for n in (chosen, note, clipped) if n] + data.notes
 
 
 def read_share(source, comm=None, delimiter=None):

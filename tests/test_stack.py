@@ -169,6 +169,8 @@ def test_other_inputs_are_refused():
         gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [x, x], [y, labels])
     with pytest.raises(ValueError, match="sparse X only when"):
         gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], [csr_matrix(x), csr_matrix(x)], [y, y])
+    with pytest.raises(ValueError, match="sparse X only when .* without sample weights"):
+        gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPClassifier(**kw)], csr_matrix(x), y, sample_weight=np.ones(len(x)))
     with pytest.raises(ValueError, match="of one class"):
         gs.fit_stack([gs.MLPClassifier(**kw), gs.MLPRegressor(**kw)], x, y)
     with pytest.raises(ValueError, match="at least one"):
@@ -345,3 +347,9 @@ def test_a_refit_forgets_what_the_earlier_fit_learned_from_a_frame():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         [m.predict(x) for m in models]
+
+
+def test_a_sparse_x_with_early_stopping_is_as_fitted_alone():
+    """One sparse X shared by the stack: its batches made dense as gathered, its held-out rows made dense once."""
+    cls, x, y, shared, per_model = case("classifier-softmax-adam")
+    assert_stack_matches_alone(cls, csr_matrix(x), y, {**shared, "early_stopping": True}, per_model)
