@@ -209,23 +209,12 @@ class Engine:
         return self._workspaces[n]
 
     def rows(self, x_t):
-        """x_t (d_in, N) as the batches are taken from it: a dense X as rows (N, d_in + 1), each observation
-        followed by a 1 (the bias's input), so that a batch is its rows whole, a few cache lines each, straight
-        into the workspace (200 columns of x_t were 200 cache misses per feature: 150 us a step of 1.2 ms on
-        20,000 x 64); a sparse X (SparseRows) as it is."""
-        if getattr(x_t, "sparse_rows", False):
-            return x_t
-        return rows_with_ones(self.backend, [x_t.T], self.net.dtype)[0]
+        """x_t (d_in, N) as the batches are taken from it (batch_rows)."""
+        return batch_rows(self.backend, x_t, self.net.dtype)
 
     def take(self, x_rows, y_t, rows, ws):
-        """The batch at `rows` of rows() and y_t (d_out, N) into `ws`."""
-        if getattr(x_rows, "sparse_rows", False):  # gpunet.sklearn_arrays.SparseRows: rows made dense
-            x_rows.take(rows, ws.x)
-        elif self.backend.name == "cpu":
-            x_rows.take(rows, axis=0, out=ws.x_rows, mode="clip")  # the method, no bounds check (as Backend.take)
-        else:
-            self.xp.take(x_rows, rows, axis=0, out=ws.x_rows)
-        self.backend.take(y_t, rows, out=ws.y)
+        """The batch at `rows` of rows() and y_t (d_out, N) into `ws` (take_batch)."""
+        take_batch(self.backend, x_rows, y_t, rows, ws)
 
     def _slot(self, count):
         """The next batch's index into _s and _pen, its penalty counted `count` times; the buffers grow as needed."""
@@ -321,6 +310,28 @@ class Engine:
 
     def params_host(self):
         return self.backend.to_numpy(self.net.params).copy()
+
+
+def batch_rows(backend, x_t, dtype):
+    """x_t (d_in, N) as the batches are taken from it: a dense X as rows (N, d_in + 1), each observation followed
+    by a 1 (the bias's input), so that a batch is its rows whole, a few cache lines each, straight into a workspace
+    (200 columns of x_t were 200 cache misses per feature: 150 us a step of 1.2 ms on 20,000 x 64); a sparse X
+    (SparseRows) as it is."""
+    if getattr(x_t, "sparse_rows", False):
+        return x_t
+    return rows_with_ones(backend, [x_t.T], dtype)[0]
+
+
+def take_batch(backend, x_rows, y_t, rows, ws):
+    """The batch at `rows` of batch_rows()'s x_rows and of y_t (d_out, N) into workspace `ws` (its x_rows, whose
+    transpose its products read, or for a sparse X its x, and its y); `ws` for one model or for a stack."""
+    if getattr(x_rows, "sparse_rows", False):  # gpunet.sklearn_arrays.SparseRows: rows made dense
+        x_rows.take(rows, ws.x)
+    elif backend.name == "cpu":
+        x_rows.take(rows, axis=0, out=ws.x_rows, mode="clip")  # the method, no bounds check (as Backend.take)
+    else:
+        backend.xp.take(x_rows, rows, axis=0, out=ws.x_rows)
+    backend.take(y_t, rows, out=ws.y)
 
 
 def row_losses(xp, kind, z, g, y, eps):

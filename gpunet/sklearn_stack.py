@@ -228,6 +228,7 @@ def _fit_group(estimators, index, backend, sizes, dtype, sets, rows, g):
     """Fit estimators with one batch count as one stack: g holds their data sets (of), the shuffle streams,
     each one's stream and batch size; rows is _own_rows' or None (all share one X, y and random_state). Returns
     [(index, message)] of those whose fit failed (index: their indices in fit_stack's list)."""
+    from gpunet.sklearn_loop import batch_rows
     from gpunet.stack import Stack
     from gpunet.stack_loop import fit_stochastic_stack
     from gpunet.stack_optim import StackAdam, StackSGD
@@ -245,7 +246,8 @@ def _fit_group(estimators, index, backend, sizes, dtype, sets, rows, g):
                         values["epsilon"])
     if rows is None:
         d = sets[g.of[0]]
-        plan = SharedRows(backend, feature_major(d.X, backend, dtype), backend.asarray(d.y.T, dtype),
+        plan = SharedRows(backend, batch_rows(backend, feature_major(d.X, backend, dtype), dtype),
+                          backend.asarray(d.y.T, dtype),
                           g.streams[g.stream[0]], g.shuffle, int(g.batch[0]), len(estimators))
     else:  # these estimators' streams only: another group's go on when it is fitted
         used, stream = np.unique(g.stream, return_inverse=True)

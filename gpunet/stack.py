@@ -23,7 +23,7 @@ import numpy as np
 from gpunet.calls import Calls
 from gpunet.losses import binary_log_loss_terms, poisson_deviance_terms
 from gpunet.model import Layout
-from gpunet.sklearn_loop import OUTPUTS, loss_terms
+from gpunet.sklearn_loop import OUTPUTS, loss_terms, take_batch
 
 # A chunk of models' batch buffers and parameter state. Measured side by side (100 digits fits, hidden 64, batches
 # of 200, 5 alternating runs on a loaded 2-vCPU AMD EPYC): all models at once 3.16 s, chunks of 4 MiB 2.94 s, of
@@ -120,9 +120,9 @@ class Stack:
         """out (chunk,) = each model's row of tmp . its row of params: (alpha / n) sum(w^2), or alpha sum(w^2)."""
         self.xp.matmul(tmp[:, None, :], self.params[sl, :, None], out=out.reshape(-1, 1, 1))
 
-    def epoch(self, x_t, y_t, order, batch_size, opt):
-        """One pass over the columns `order` of x_t (d_in, N), y_t (d_out, N) in batches, every model stepped by
-        `opt`; return the epoch's loss of each model (K,) on the host."""
+    def epoch(self, x_rows, y_t, order, batch_size, opt):
+        """One pass over the observations `order` of x_rows (sklearn_loop.batch_rows) and y_t (d_out, N) in
+        batches, every model stepped by `opt`; return the epoch's loss of each model (K,) on the host."""
         n = order.shape[0]
         batches = -(-n // batch_size)
         self._slots(batches)
@@ -131,7 +131,7 @@ class Stack:
         for j, start in enumerate(range(0, n, batch_size)):
             rows = order[start : start + batch_size]
             ws = self.workspace(rows.shape[0])
-            ws.gather(x_t, y_t, rows)
+            ws.gather(x_rows, y_t, rows)
             self.step(ws, j, opt)
             counts.append(ws.n)
         s, pen = (self.backend.to_numpy(a).astype(np.float64) for a in (self._s, self._pen))
@@ -189,8 +189,9 @@ class StackWorkspace:
         if own:  # each model's own rows (gpunet/stack_rows.py): gathered row-major with their ones, used transposed
             self.xr, self.yr = xp.empty((k, n, sizes[0] + 1), dt), xp.empty((k, n, sizes[-1]), dt)
             first = self.xr.transpose(0, 2, 1)
-        else:
-            first = xp.ones((sizes[0] + 1, n), dt)
+        else:  # the batch shared by the models, gathered as whole rows (sklearn_loop.take_batch)
+            self.x_rows = xp.ones((n, sizes[0] + 1), dt)
+            first = self.x_rows.T
         self.a = [first] + [xp.ones((k, h + 1, n), dt) for h in sizes[1:-1]]
         self.x = self.a[0][:-1]
         self.z = [a[:, :-1] for a in self.a[1:]] + [xp.empty((k, sizes[-1], n), dt)]
@@ -216,14 +217,9 @@ class StackWorkspace:
         self.weight[...], self.scale[...] = batch.weight, batch.scale
         self.held = batch
 
-    def gather(self, x_t, y_t, rows):
-        """Columns `rows` of x_t (d_in, N) and y_t (d_out, N) as the batch, for every model."""
-        backend = self.stack.backend
-        if getattr(x_t, "sparse_rows", False):  # a sparse X (gpunet.sklearn_arrays.SparseRows): rows made dense
-            x_t.take(rows, self.x)
-        else:
-            backend.take(x_t, rows, out=self.x)
-        backend.take(y_t, rows, out=self.y)
+    def gather(self, x_rows, y_t, rows):
+        """Observations `rows` of x_rows (sklearn_loop.batch_rows) and y_t (d_out, N) as every model's batch."""
+        take_batch(self.stack.backend, x_rows, y_t, rows, self)
 
 
 class _Part:

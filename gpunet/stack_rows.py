@@ -18,11 +18,12 @@ import numpy as np
 class SharedRows:
     """One X, one row order: the plan of candidates that share their rows and random_state."""
 
-    def __init__(self, backend, x_t, y_t, rs, shuffle, batch_size, k):
-        self.backend, self.x_t, self.y_t, self.rs = backend, x_t, y_t, rs
+    def __init__(self, backend, x_rows, y_t, rs, shuffle, batch_size, k):
+        """x_rows: the inputs as sklearn_loop.batch_rows gives them; y_t (d_out, N) the targets."""
+        self.backend, self.x_rows, self.y_t, self.rs = backend, x_rows, y_t, rs
         self.shuffle, self.batch_size = shuffle, batch_size
-        self.idx, self.order = np.arange(x_t.shape[1]), backend.xp.arange(x_t.shape[1])
-        self.n = np.full(k, x_t.shape[1])  # training rows per model
+        self.idx, self.order = np.arange(y_t.shape[1]), backend.xp.arange(y_t.shape[1])
+        self.n = np.full(k, y_t.shape[1])  # training rows per model
 
     def epoch(self, stack, opt):
         """One epoch of every model of `stack`, stepped by `opt`; each model's loss (K,) on the host."""
@@ -31,7 +32,7 @@ class SharedRows:
             self.rs.shuffle(perm)  # as sklearn_loop.fit_stochastic draws it
             self.idx = self.idx[perm]
             self.order = self.backend.asarray(self.idx)
-        return stack.epoch(self.x_t, self.y_t, self.order, self.batch_size, opt)
+        return stack.epoch(self.x_rows, self.y_t, self.order, self.batch_size, opt)
 
     def select(self, rows):
         self.n = self.n[rows]
