@@ -1,6 +1,8 @@
 """`gpunet search`: learning rates and weight decays cross-validated on a table, the best refitted and saved."""
 
 import functools
+import itertools
+import math
 import sys
 
 import click
@@ -51,8 +53,9 @@ def search_cmd(data_path, target, task, features, drop, keep, missing, delimiter
 
     Each candidate is trained on k - 1 folds (holding out its own share for early stopping) and scored on
     the k-th, for every fold and seed: accuracy for classes, R-squared for values. Prints each candidate's
-    mean and spread, best first; with --save, refits the best on all rows and writes it. The fits run one
-    after another, on one backend.
+    mean and spread, best first; with --save, refits the best on all rows and writes it. The candidates of
+    a fold and seed train together as one stack of models, each as gpunet train would train it; a candidate
+    that diverges on a fold is reported as such and ranked last.
     """
     if not data_path:
         raise click.UsageError("gpunet search needs --data (and --target)")
@@ -76,13 +79,25 @@ def search_cmd(data_path, target, task, features, drop, keep, missing, delimiter
         click.echo(f"Refitted the best on all rows: {save_path}")
     if json_path:
         write_json(json_path, {"metric": found.metric, "folds": folds, "seeds": seeds, "candidates": [
-            {"options": c.options, "mean": c.mean, "spread": c.spread, "scores": c.scores} for c in found.ranked]})
+            {"options": c.options, "mean": _number(c.mean), "spread": _number(c.spread),
+             "scores": [_number(v) for v in c.scores], "diverged": c.diverged} for c in found.ranked]})
+
+
+def _shown(options, name):
+    """A candidate's option as the table shows it: 1e-05, 0.001, or "default"."""
+    return f"{options[name]:g}" if name in options else "default"
+
+
+def _number(v):
+    """A score for JSON: None (null) for a fit that diverged."""
+    return None if math.isnan(v) else v
 
 
 def report(found, folds, seeds):
     """The candidates' table, best first."""
-    rows = [(c.options.get("lr", "default"), c.options.get("weight_decay", "default"), f"{c.mean:.4f}",
-             f"{c.spread:.4f}") for c in found.ranked]
+    rows = [(_shown(c.options, "lr"), _shown(c.options, "weight_decay"),
+             f"{c.mean:.4f}" if not c.diverged else f"diverged in {c.diverged} of {len(c.scores)}",
+             f"{c.spread:.4f}" if not c.diverged else "") for c in found.ranked]
     header = ("lr", "weight decay", f"{found.metric} (mean of {folds} folds x {seeds} seed{'s' * (seeds > 1)})",
               "spread")
     click.echo(format_rows(header, rows))
@@ -95,10 +110,9 @@ def progress(cands, seeds, folds):
     """on_fit for search(): 'fit i of n' on stderr when it is a terminal, else None."""
     if not sys.stderr.isatty():
         return None
-    total = len(cands) * seeds * folds
+    total, done = len(cands) * seeds * folds, itertools.count(1)
 
     def say(cand, s, f, score):
-        i = cands.index(cand) * seeds * folds + s * folds + f + 1
-        click.echo(f"\r\033[Kfit {i} of {total}", err=True, nl=False)
+        click.echo(f"\r\033[Kfit {next(done)} of {total}", err=True, nl=False)
 
     return say

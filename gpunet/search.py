@@ -3,18 +3,22 @@ several seeds, every fit with the table defaults of `gpunet train --data`, the b
 
 A fold's score is on rows its model never saw: each fit trains on the other folds' rows, which hold out their
 own share for early stopping, and is scored as `gpunet evaluate` scores (accuracy, or R-squared averaged
-over the targets). The fits run one after another.
+over the targets). The candidates of one fold and seed see the same rows in the same order and differ only in
+their learning rate and weight decay: they train as one stack (gpunet/stack_train.py), each by gpunet train's
+rules, its model the one `gpunet train` would give. A candidate that diverges on a fold scores NaN there and
+ranks below every finite mean.
 """
 
 import itertools
-import statistics
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from gpunet.backend import Backend, resolve
 from gpunet.data import DEFAULT_SEED, missing_targets, target_columns
 from gpunet.inference import columns, outputs, scores
+from gpunet.stack_train import train_stack
 from gpunet.table_run import table_run
 from gpunet.tabular import Table, as_table, read_table
 from gpunet.train import train
@@ -29,12 +33,18 @@ class Candidate:
 
     @property
     def mean(self):
-        return statistics.fmean(self.scores)
+        """The scores' mean: NaN when a fit diverged."""
+        return float(np.mean(self.scores))
 
     @property
     def spread(self):
-        """The scores' standard deviation (0 for one score)."""
-        return statistics.pstdev(self.scores)
+        """The scores' standard deviation (0 for one score; NaN when a fit diverged)."""
+        return float(np.std(self.scores))
+
+    @property
+    def diverged(self):
+        """How many of its fits diverged."""
+        return sum(math.isnan(v) for v in self.scores)
 
 
 def candidates(lrs=(None,), decays=(None,)):
@@ -69,6 +79,7 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
 
     Raises:
         ConfigError, DataError: as gpunet train --data; fewer rows than folds.
+        Diverged: every candidate diverged on some fold (the first such fit's).
     """
     from gpunet.errors import ConfigError
 
@@ -82,17 +93,28 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
     seed = given.get("seed", DEFAULT_SEED)
     held_out = np.array_split(np.random.default_rng([seed, 3]).permutation(labelled), folds)
     options = {**table_options, "task": task}
-    for cand in cands:
-        for s in range(seeds):
-            for f, test in enumerate(held_out):
-                model = _fit(_rows(table, np.setdiff1d(labelled, test)), {**given, **cand.options, "seed": seed + s},
-                             backend, options).model
-                cand.scores.append(_score(model, _rows(table, np.sort(test)), backend))
+    diverged = None  # the first fit that diverged, raised when every candidate has
+    for s in range(seeds):
+        for f, test in enumerate(held_out):
+            runs = _fit_stack(_rows(table, np.setdiff1d(labelled, test)), cands, {**given, "seed": seed + s},
+                              backend, options)
+            held = _rows(table, np.sort(test))
+            for cand, run in zip(cands, runs):
+                diverged = diverged or run.diverged
+                cand.scores.append(math.nan if run.model is None else _score(run.model, held, backend))
                 if on_fit is not None:
                     on_fit(cand, s, f, cand.scores[-1])
-    ranked = sorted(cands, key=lambda c: -c.mean)
+    ranked = sorted(cands, key=lambda c: -c.mean if not math.isnan(c.mean) else math.inf)
+    if math.isnan(ranked[0].mean):
+        raise diverged
     best = _fit(table, {**given, **ranked[0].options}, backend, options) if refit else None
     return Search("accuracy" if task == "classification" else "R-squared", ranked, notes, best)
+
+
+def _fit_stack(table, cands, given, backend, options):
+    """Every candidate trained on `table` with the table defaults, as one stack: a stack_train.Run each."""
+    config, data, _ = table_run(table, given, **options)
+    return train_stack([replace(config, **cand.options) for cand in cands], data, backend)
 
 
 def _fit(table, given, backend, options):
@@ -110,4 +132,4 @@ def _score(model, table, backend):
     """A model's accuracy, or R-squared averaged over its targets, on a table with known targets."""
     x, y, _ = columns(model, table, with_targets=True)
     s = scores(model, y, outputs(model, x, backend))
-    return s["accuracy"] if model.classes is not None else statistics.fmean(t["r2"] for t in s["targets"])
+    return s["accuracy"] if model.classes is not None else float(np.mean([t["r2"] for t in s["targets"]]))

@@ -42,9 +42,13 @@ class Stack:
         activation: scikit-learn's hidden activation name (identity, logistic, tanh, relu).
         out_activation: identity, softmax, logistic or exp.
         alpha: (K,) L2 strengths.
+        rules: "sklearn", scikit-learn's objective: the mean loss over a batch (half the squared error averaged over
+            its outputs' columns, the error not), plus alpha / (2 n) sum(w^2); or "gpunet", gpunet train's
+            (gpunet/stack_train.py): the squared error's gradient 2 (p - y) / (n d_out) as mse's, the penalty
+            alpha / 2 sum(w^2) whatever the batch's rows.
     """
 
-    def __init__(self, backend, sizes, params, dtype, activation, out_activation, alpha):
+    def __init__(self, backend, sizes, params, dtype, activation, out_activation, alpha, rules="sklearn"):
         self.backend, self.xp = backend, backend.xp
         self.layout, self.dtype = Layout(sizes), np.dtype(dtype)
         self.activation, self.out_activation = activation, out_activation
@@ -56,9 +60,11 @@ class Stack:
         self.blocks, self.grad_blocks = self._blocks(self.params), self._blocks(self.grads)
         self.weights = [blk[:, :-1] for blk in self.blocks]  # w without its bias row: the input gradient's factor
         self.alpha = np.asarray(alpha, np.float64)
-        self.grad_scale = OUTPUTS[out_activation][1]
+        self.rules, self.grad_scale = rules, OUTPUTS[out_activation][1]
         # dS/dz of the loss sum S over the output error p - y: SquaredError's is 2 (p - y)
         self.error_factor = (2.0 if out_activation == "identity" else 1.0) * self.grad_scale
+        if rules == "gpunet" and out_activation == "identity":  # mse: 2 (p - y) / (n d_out)
+            self.error_factor = 2.0 / sizes[-1]
         self.loss_per_sum = 1.0 / (2 * sizes[-1]) if out_activation == "identity" else 1.0
         self.eps = float(np.finfo(self.dtype).eps)
         self._workspaces, self._decay = {}, {}
@@ -70,7 +76,7 @@ class Stack:
         """A stack of the models at `rows` (host indices) only, with their parameters."""
         sizes, act, out = self.layout.sizes, self.activation, self.out_activation
         return Stack(self.backend, sizes, self.params[self.backend.asarray(rows)], self.dtype, act, out,
-                     self.alpha[rows])
+                     self.alpha[rows], self.rules)
 
     def _blocks(self, flat):
         """(K, fan_in + 1, fan_out) views of (K, P) `flat` per layer: weight rows, then the bias row."""
@@ -92,9 +98,12 @@ class Stack:
     def decay_calls(self, n, sl):
         """(tmp, calls, more calls) of the weight decay of the models in slice sl (not the biases): tmp = alpha / n
         w, or with each model's own rows (n None) alpha w, from which the penalty is read; then grads += tmp, with
-        own rows after tmp *= `_inv` (1 / each model's weight sum, set per batch). None when every alpha is 0."""
+        own rows after tmp *= `_inv` (1 / each model's weight sum, set per batch). Under gpunet's rules tmp = alpha w
+        for every batch. None when every alpha is 0."""
         if not self.alpha.any():
             return None
+        if self.rules == "gpunet":  # alpha w whatever the rows
+            n = 1
         key = (n, sl.start, sl.stop)
         if key not in self._decay:
             xp = self.xp
@@ -122,7 +131,15 @@ class Stack:
 
     def epoch(self, x_rows, y_t, order, batch_size, opt):
         """One pass over the observations `order` of x_rows (sklearn_loop.batch_rows) and y_t (d_out, N) in
-        batches, every model stepped by `opt`; return the epoch's loss of each model (K,) on the host."""
+        batches, every model stepped by `opt`; return the epoch's scikit-learn loss of each model (K,) on the host."""
+        counts = self.steps(x_rows, y_t, order, batch_size, opt)
+        s, pen = self.sums()
+        # scikit-learn's epoch loss: the batches' losses times their sizes, summed in float64, over n
+        return (self.loss_per_sum * s.sum(axis=0) + 0.5 * np.dot(counts, pen)) / order.shape[0]
+
+    def steps(self, x_rows, y_t, order, batch_size, opt):
+        """One pass over the observations `order` of x_rows and y_t in batches, every model stepped by `opt`, each
+        batch's loss sums and penalties kept (sums()); return the batches' sizes."""
         n = order.shape[0]
         batches = -(-n // batch_size)
         self._slots(batches)
@@ -134,9 +151,12 @@ class Stack:
             ws.gather(x_rows, y_t, rows)
             self.step(ws, j, opt)
             counts.append(ws.n)
-        s, pen = (self.backend.to_numpy(a).astype(np.float64) for a in (self._s, self._pen))
-        # scikit-learn's epoch loss: the batches' losses times their sizes, summed in float64, over n
-        return (self.loss_per_sum * s.sum(axis=0) + 0.5 * np.dot(counts, pen)) / n
+        return counts
+
+    def sums(self):
+        """(S, penalty), each (batches, K) float64 on the host: the last epoch's loss sums and penalties per batch
+        and model."""
+        return tuple(self.backend.to_numpy(a).astype(np.float64) for a in (self._s, self._pen))
 
     def epoch_own(self, xr, yr, batches, opt, n):
         """One epoch of batches of each model's own rows (gpunet/stack_rows.py): `batches` its stack_rows.Batch
@@ -149,7 +169,7 @@ class Stack:
             ws.gather_own(xr, yr, batch)
             self._inv[...] = batch.inv
             self.step(ws, j, opt)
-        s, pen = (self.backend.to_numpy(a).astype(np.float64) for a in (self._s, self._pen))
+        s, pen = self.sums()
         ratio = np.stack([batch.ratio for batch in batches])
         # each batch's loss times its rows, as scikit-learn's weighted loss gives it, summed over n
         return (ratio * (self.loss_per_sum * s + 0.5 * pen)).sum(axis=0) / n

@@ -24,8 +24,9 @@ class _StackOptimizer:
         self._calls, self._scratch = {}, {}
 
     def _column(self, values):
-        """(K,) host values as a (K, 1) array on the backend."""
-        return self.backend.asarray(np.asarray(values, np.float64)[:, None], self.dtype)
+        """(K,) host values as a (K, 1) array of its own on the backend (the CPU's asarray would be a view of them,
+        which the columns written per step would write through)."""
+        return self.backend.asarray(np.array(values, np.float64)[:, None], self.dtype)
 
     def begin_step(self, j):
         """Batch j's step begins (its numbers set before the chunks' updates)."""
@@ -143,12 +144,14 @@ class StackSGD(_StackOptimizer):
 
 class StackAdam(_StackOptimizer):
     """sklearn_loop.Adam over (K, P): params -= lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t); lr,
-    beta_1, beta_2 and epsilon per model. Each epoch's lr_t of every step and model is one table moved once."""
+    beta_1, beta_2 and epsilon per model. Each epoch's lr_t of every step and model is one table moved once. With
+    eps_corrected, gpunet.optim.Adam's (Kingma and Ba's): eps_t = eps sqrt(1 - b2^t) in place of eps, a table too."""
 
-    def __init__(self, backend, params, lr, beta_1, beta_2, epsilon):
+    def __init__(self, backend, params, lr, beta_1, beta_2, epsilon, eps_corrected=False):
         super().__init__(backend, params, lr)
         self.beta_1, self.beta_2 = np.asarray(beta_1, np.float64), np.asarray(beta_2, np.float64)
         self.epsilon = np.asarray(epsilon, np.float64)
+        self.eps_corrected = eps_corrected
         self.t = 0
         self.mv = self.xp.zeros((2, *params.shape), self.dtype)  # [m; v]
         self._columns()
@@ -157,7 +160,8 @@ class StackAdam(_StackOptimizer):
 
     def _columns(self):
         self._neg_lr = self._column(-self.lr)  # this step's -lr_t per model
-        self._table = None
+        self._eps = self._column(self.epsilon)  # this step's epsilon per model
+        self._table = self._eps_table = None
 
     def _set(self):
         pass  # read from the next epoch's table
@@ -170,6 +174,9 @@ class StackAdam(_StackOptimizer):
         steps = self.t + 1 + np.arange(batches)[:, None]
         table = -self._lr_t(steps) * self.active  # 0 for a stopped model: its update is 0
         self._table = self.backend.asarray(table[:, :, None], self.dtype)
+        if self.eps_corrected:
+            self._eps_table = self.backend.asarray((self.epsilon * np.sqrt(1 - self.beta_2**steps))[:, :, None],
+                                                   self.dtype)
 
     def _update_calls(self, params, grads, sl):
         xp, mv = self.xp, self.mv[:, sl]
@@ -177,7 +184,8 @@ class StackAdam(_StackOptimizer):
         terms = self.scratch("terms", self.mv)[:, sl]  # [(1 - b1) g; (1 - b2) g^2]
         g1, g2 = terms
         betas = self.backend.asarray(np.stack([self.beta_1[sl], self.beta_2[sl]])[:, :, None], self.dtype)
-        one_b1, one_b2, eps = (self._column(c[sl]) for c in (1 - self.beta_1, 1 - self.beta_2, self.epsilon))
+        one_b1, one_b2 = (self._column(c[sl]) for c in (1 - self.beta_1, 1 - self.beta_2))
+        eps = self._eps[sl]
         tmp, update = self.scratch("tmp", self.mv[0])[sl], self.scratch("update", self.mv[0])[sl]
         return [
             (xp.multiply, (grads, one_b1, g1)), (xp.multiply, (grads, grads, g2)), (xp.multiply, (g2, one_b2, g2)),
@@ -191,6 +199,8 @@ class StackAdam(_StackOptimizer):
     def begin_step(self, j):
         self.t += 1
         self._neg_lr[...] = self._table[j]
+        if self._eps_table is not None:
+            self._eps[...] = self._eps_table[j]
 
     def single(self, k, params):
         """Model k's optimizer as gpunet.sklearn's estimator keeps it (on the host), with `params` its parameters."""

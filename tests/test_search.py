@@ -49,3 +49,22 @@ def test_bad_search_options_are_one_line():
     assert "--data" in one_line_error(run("search", "--backend", "cpu"), 2)
     assert "--folds" in one_line_error(run("search", "--backend", "cpu", "--data", IRIS, "--folds", "1"), 2)
     assert "--lr" in one_line_error(run("search", "--backend", "cpu", "--data", IRIS, "--lr", "fast"), 2)
+
+
+DIABETES = os.path.join(ROOT, "examples", "diabetes.csv")
+
+
+def test_a_diverging_candidate_ranks_last_and_the_others_are_kept(tmp_path):
+    r = run("search", "--backend", "cpu", "--data", DIABETES, "--lr", "1e15,1e-3", "--folds", "3", "--epochs", "20",
+            "--json", tmp_path / "s.json")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[1].startswith("0.001 ") and lines[2].startswith("1e+15") and "diverged in 3 of 3" in lines[2]
+    saved = json.loads((tmp_path / "s.json").read_text())["candidates"]
+    assert saved[1]["scores"] == [None] * 3 and saved[1]["diverged"] == 3 and saved[0]["diverged"] == 0
+    assert all(isinstance(v, float) for v in saved[0]["scores"])
+
+
+def test_a_search_whose_every_candidate_diverges_fails_as_train_does():
+    r = run("search", "--backend", "cpu", "--data", DIABETES, "--lr", "1e15", "--folds", "2", "--epochs", "5")
+    assert "training diverged" in one_line_error(r, 3)

@@ -1,0 +1,107 @@
+"""gpunet train's rules over a stack (gpunet/stack_train.py): each stacked run equals train() run alone on the same
+data and config, over many epochs (Adam's and momentum's state, early stopping's best point and patience), in
+float64; a diverging run is reported as train() raises, and leaves the others as they were."""
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gpunet.backend import resolve
+from gpunet.errors import Diverged
+from gpunet.stack_train import train_stack
+from gpunet.table_run import table_run
+from gpunet.tabular import read_table
+from gpunet.train import train
+from tests import fake_device
+from tests.conftest import needs_pyarrow
+
+pytestmark = needs_pyarrow
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+# (lr, weight decay) per run: model 3's weight decay differs from model 2's, so that a slot slip shows
+RUNS = [(1e-2, 0.0), (1e-3, None), (3e-2, 1e-3), (3e-2, 1e-1)]
+
+
+def _configs(path, target, given, runs=RUNS):
+    """(configs, data): one config per (lr, weight decay) on the table, None taking the table default."""
+    config, data, _ = table_run(read_table(path), {"dtype": "float64", **given}, target=target)
+    chosen = [{"lr": lr, **({} if wd is None else {"weight_decay": wd})} for lr, wd in runs]
+    return [replace(config, **c) for c in chosen], data
+
+
+def _alone(configs, data):
+    """Each config trained by train() on its own: its Result, or the Diverged it raised."""
+    out = []
+    for c in configs:
+        try:
+            out.append(train(c, backend="cpu", data=data))
+        except Diverged as e:
+            out.append(e)
+    return out
+
+
+CASES = {
+    # iris: 120 training rows; batches of 32 shuffled each epoch, early stopping on the validation loss
+    "adam, mini-batches, early stopping": ("iris.csv", "species", dict(epochs=150, batch_size=32, hidden=(8, 8))),
+    "adam, the whole batch": ("iris.csv", "species", dict(epochs=120, hidden=(16,))),
+    "momentum, tanh": ("iris.csv", "species", dict(epochs=60, batch_size=50, optimizer="momentum",
+                                                   activation="tanh", init="glorot")),
+    "sgd, sigmoid, logged every 7": ("iris.csv", "species", dict(epochs=50, batch_size=40, optimizer="sgd",
+                                                                 activation="sigmoid", log_every=7)),
+    "regression (mse), adam": ("diabetes.csv", None, dict(epochs=80, hidden=(32,))),
+    "two targets, mse": ("diabetes.csv", "bmi,progression", dict(epochs=40, batch_size=64, hidden=(16,))),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_stacked_run_is_trains_own(case):
+    name, target, given = CASES[case]
+    configs, data = _configs(os.path.join(EXAMPLES, name), target, given)
+    stacked = train_stack(configs, data, resolve("cpu"))
+    for run, alone in zip(stacked, _alone(configs, data)):
+        assert run.diverged is None and run.epochs_run == alone.epochs_run
+        assert run.model.metrics.get("best_epoch") == alone.best_epoch
+        np.testing.assert_allclose(run.model.params, alone.flat_params, rtol=0, atol=1e-11)
+        assert run.model.metrics["final_loss"] == pytest.approx(alone.final_loss, rel=1e-12)
+        if alone.best_epoch is not None:  # the validation loss kept, the weight penalty in it
+            assert run.model.metrics["best_val_loss"] == pytest.approx(alone.best_val_loss, rel=1e-12)
+    assert stacked[0].model.config == _alone(configs[:1], data)[0].model.config
+
+
+def test_runs_stop_at_their_own_epochs_and_the_stack_shrinks():
+    configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=400, batch_size=24),
+                             [(3e-2, 0.0), (1e-2, 1e-3), (1e-4, 0.0), (1e-4, 1e-3), (3e-4, 0.0)])
+    stacked = train_stack(configs, data, resolve("cpu"))
+    epochs = [r.epochs_run for r in stacked]
+    assert len(set(epochs)) >= 3 and min(epochs) < 200  # stopped at their own epochs, most before the last
+    for run, alone in zip(stacked, _alone(configs, data)):
+        assert run.epochs_run == alone.epochs_run and run.model.metrics["best_epoch"] == alone.best_epoch
+        np.testing.assert_allclose(run.model.params, alone.flat_params, rtol=0, atol=1e-11)
+
+
+def test_a_diverging_run_is_reported_and_the_others_go_on():
+    configs, data = _configs(os.path.join(EXAMPLES, "diabetes.csv"), None,
+                             dict(epochs=30, optimizer="sgd", batch_size=50), [(1e-2, 0.0), (50.0, 0.0), (1e-3, 1e-2)])
+    stacked = train_stack(configs, data, resolve("cpu"))
+    alone = _alone(configs, data)
+    assert isinstance(alone[1], Diverged) and stacked[1].model is None
+    assert (stacked[1].diverged.epoch, stacked[1].diverged.losses) == (alone[1].epoch, alone[1].losses)
+    for k in (0, 2):
+        np.testing.assert_allclose(stacked[k].model.params, alone[k].flat_params, rtol=0, atol=1e-11)
+
+
+def test_runs_that_differ_in_more_than_rate_and_decay_are_refused():
+    configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=5))
+    with pytest.raises(ValueError, match="differ only in lr, weight_decay"):
+        train_stack([configs[0], replace(configs[1], beta1=0.8)], data, resolve("cpu"))
+
+
+def test_the_stack_on_a_cupy_stand_in_gives_the_hosts_models(monkeypatch):
+    configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=40, batch_size=32))
+    on_host = train_stack(configs, data, resolve("cpu"))
+    fake_device.install(monkeypatch)
+    on_device = train_stack(configs, data, resolve("cuda"))
+    for a, b in zip(on_host, on_device):
+        assert type(b.model.params) is np.ndarray and a.epochs_run == b.epochs_run
+        np.testing.assert_allclose(b.model.params, a.model.params, rtol=0, atol=1e-12)
