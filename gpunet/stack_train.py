@@ -88,7 +88,7 @@ class _Book:
         self.ids = np.arange(k)  # the model of each row of the stack
         self.epochs = np.zeros(k, np.int64)
         self.diverged = [None] * k
-        self.history = [[] for _ in range(k)]  # (epoch, loss) at the log points, for Diverged
+        self.curve = []  # (epoch, (K,) losses, NaN for a model not running) at the log points, for Diverged
         self.last_loss = np.full(k, np.nan)
         self.best_epoch, self.best_val, self.best_loss = np.zeros(k, np.int64), np.full(k, np.nan), np.full(k, np.nan)
         self.waited = np.zeros(k, np.int64)
@@ -128,11 +128,12 @@ class _Book:
         ids = self.ids[active]
         self.last_loss[ids] = losses
         bad = ~np.isfinite(losses)
-        for i, loss, finite in zip(ids, losses, ~bad):
-            if finite:
-                self.history[i].append((t, float(loss)))
-            else:
-                self.diverged[i] = Diverged(t, float(loss), self.history[i])
+        for i in ids[bad]:
+            self.diverged[i] = Diverged(t, float(self.last_loss[i]), [(e, float(row[i])) for e, row in self.curve
+                                                                     if not np.isnan(row[i])])
+        row = np.full(len(self.epochs), np.nan)
+        row[ids[~bad]] = losses[~bad]
+        self.curve.append((t, row))
         stopping = list(active[bad])
         if self.val is None or t % self.config.log_every:
             return stopping
@@ -176,6 +177,7 @@ class _Validation:
         self.backend, self.config = backend, config
         self.x_rows = rows_with_ones(backend, [data.x_val], config.dtype)[0]
         self.y = data.y_val.T.astype(np.float64)  # (d_out, n_val)
+        self.known, self.y_flat = self.y.sum(axis=0), self.y.ravel()  # 1 for a row with a known label; y as a vector
         self.k_val = loss_factor(config.loss, data.n_val or len(data.x_val), config.d_out)
         self.mask = None
         self.ws = None
@@ -190,10 +192,11 @@ class _Validation:
             part.forward()
         z = self.backend.to_numpy(self.ws.z[-1]).astype(np.float64)  # (K, d_out, n_val)
         if self.config.loss == "ce":  # -log p[label] = log sum exp(z) - z[label], rows with a known label
-            top = z.max(axis=1, keepdims=True)
-            lse = np.log(np.exp(z - top).sum(axis=1)) + top[:, 0]  # (K, n_val)
-            s = lse @ self.y.sum(axis=0) - (z * self.y).sum(axis=(1, 2))
+            top = z.max(axis=1)
+            lse = np.log(np.exp(z - top[:, None]).sum(axis=1)) + top  # (K, n_val)
+            s = lse @ self.known - z.reshape(z.shape[0], -1) @ self.y_flat
         else:
-            s = ((z - self.y) ** 2).sum(axis=(1, 2))
-        squares = self.backend.to_numpy((stack.params * stack.params) @ self.mask).astype(np.float64)
+            z -= self.y
+            s = np.einsum("kij,kij->k", z, z)
+        squares = self.backend.to_numpy(stack.params**2 @ self.mask).astype(np.float64)
         return self.k_val * s + stack.alpha / 2 * squares
