@@ -13,6 +13,7 @@ import platform
 import statistics
 import sys
 import time
+import tracemalloc
 import warnings
 
 import click
@@ -77,6 +78,29 @@ def weights_diff(a, b):
                for ea, eb in zip(a, b) for p, q in zip(ea.coefs_ + ea.intercepts_, eb.coefs_ + eb.intercepts_))
 
 
+def peak_bytes(way, *args):
+    """The peak of memory allocated (NumPy's buffers and Python's objects, tracemalloc) while `way` fits, above what
+    was allocated before it."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    way(*args)
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    return peak
+
+
+def memory(cls, x, y, kw, grid, backend, dtype):
+    """A stack's memory against one model's: each fit's peak, and what each model adds to a stack (the peak of K
+    models less that of K / 2, over K / 2)."""
+    k = len(grid)
+    one = peak_bytes(one_by_one, cls, x, y, kw, grid[:1], backend, dtype)
+    half, whole = (peak_bytes(stacked, cls, x, y, kw, grid[:m], backend, dtype) for m in (k // 2, k))
+    per_model = (whole - half) / (k - k // 2)
+    click.echo(f"  memory: one fit's peak {one / 2**10:.0f} KiB; a stack of {k // 2} {half / 2**20:.2f} MiB, of {k} "
+               f"{whole / 2**20:.2f} MiB: {per_model / 2**10:.1f} KiB per model added ({per_model / one:.2f}x one "
+               f"fit's peak, which also holds its copy of the data); {whole / (k * one):.2f}x K one-fit peaks")
+
+
 @click.command()
 @click.option("--workload", "workloads", multiple=True, default=["digits:20", "tutorial:100"], show_default=True,
               help="NAME:K, repeatable: digits, tutorial or seeds (K random_states), K candidates.")
@@ -85,7 +109,8 @@ def weights_diff(a, b):
 @click.option("--blas-threads", default=1, show_default=True,
               help="BLAS threads (on a shared machine, more threads than free cores wait on each other).")
 @click.option("--dtype", default="float64", show_default=True, help="The estimators' dtype: float64 or float32.")
-def main(workloads, runs, backend, blas_threads, dtype):
+@click.option("--memory", "with_memory", is_flag=True, help="Also measure a stack's memory against one fit's.")
+def main(workloads, runs, backend, blas_threads, dtype, with_memory):
     """Time a grid fitted one by one and as one stack; print medians, the speed-up and the weights' difference."""
     warnings.simplefilter("ignore", ConvergenceWarning)
     threadpool_limits(blas_threads, user_api="blas")
@@ -110,6 +135,8 @@ def main(workloads, runs, backend, blas_threads, dtype):
                        + " ".join(f"{s:.3f}" for s in times[way]))
         click.echo(f"  stack speed-up: {med['one by one'] / med['stack']:.2f}x; "
                    f"weights' largest relative difference: {weights_diff(stack, alone):.1e}")
+        if with_memory:
+            memory(*args)
 
 
 if __name__ == "__main__":
