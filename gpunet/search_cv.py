@@ -10,13 +10,15 @@ joblib workers when n_jobs asks. The fitted ones wait in a cache keyed by conten
 its X, y and sample_weight. While scikit-learn evaluates (in this process), gpunet's MLP fit takes a waiting
 estimator's fitted state when its parameters and data are exactly those, and trains as usual otherwise. Fits that
 fit_stack refuses (lbfgs, warm_start, ...) and other estimators go through scikit-learn's path unchanged.
-Only the fit times in the results differ: a fit served from the cache takes no time there. A gpunet search inside
-another's fit (a search in cross_validate) stacks its own fits when it runs; the outer one plans none for it.
+The fit times in the results are each stacked fit's share of its stack's time (the stack's seconds over its fits),
+added to the moment scikit-learn measured for serving it. A gpunet search inside another's fit (a search in
+cross_validate) stacks its own fits when it runs; the outer one plans none for it.
 """
 
 import hashlib
 import pickle
 import threading
+import time
 import warnings
 from collections import defaultdict
 from contextlib import contextmanager
@@ -169,11 +171,12 @@ class _Cache:
 
 def _planned_fits(estimator, candidates, X, y, splits, fit_params):
     """The MLP fits that scikit-learn's _fit_and_score will make for each candidate on each split's training rows:
-    one namespace each, with the unfitted MLP, its X, y and sample_weight (one object per content) and their digests.
+    one namespace each, with the unfitted MLP, its X, y and sample_weight (one object per content), their digests,
+    and `at`, the index of its (candidate, split) in scikit-learn's order of them.
     """
     fits, interned = [], {}
-    for candidate in candidates:
-        for train, _ in splits:
+    for c, candidate in enumerate(candidates):
+        for split, (train, _) in enumerate(splits):
             est = clone(estimator).set_params(**clone(candidate, safe=False))
             train = np.asarray(train)
             X_train, y_train = _safe_split(est, X, y, train)
@@ -184,7 +187,8 @@ def _planned_fits(estimator, candidates, X, y, splits, fit_params):
                 params = mlp.get_params(deep=False)
                 shared = (_settings(mlp, params, (*STACKED, "random_state")), data[2] is None)
                 fits.append(SimpleNamespace(est=mlp, X=data[0], y=data[1], sw=data[2], digests=digests,
-                                            key=(_settings(mlp, params), *digests), shared=shared))
+                                            key=(_settings(mlp, params), *digests), shared=shared,
+                                            at=c * len(splits) + split, seconds=0.0))
     return fits
 
 
@@ -205,15 +209,22 @@ def _stacks(fits, n_jobs):
 
 def _stack(ests, X, y, sw):
     """fit_stack(ests, X, y, sample_weight=sw) on fresh clones: the fitted clones (None for one whose fit failed:
-    scikit-learn's pass fits it again, failing as it fails), or None if it refuses them."""
+    scikit-learn's pass fits it again, failing as it fails), or None if it refuses them. Each fitted clone carries
+    its share of the stack's seconds as _stack_share."""
     ests = [clone(est) for est in ests]
+    start = time.perf_counter()
     try:
-        return fit_stack(ests, X, y, sample_weight=sw)
+        fitted = fit_stack(ests, X, y, sample_weight=sw)
     except StackFitError as e:
         failed = {i for i, _ in e.failed}
-        return [None if i in failed else est for i, est in enumerate(ests)]
+        fitted = [None if i in failed else est for i, est in enumerate(ests)]
     except (ValueError, TypeError):
         return None
+    share = (time.perf_counter() - start) / len(ests)
+    for est in fitted:
+        if est is not None:
+            est._stack_share = share
+    return fitted
 
 
 def _fit_group(ests, Xs, ys, sws, digests, singles):
@@ -256,8 +267,17 @@ def _prefit(fits, cache, n_jobs, pre_dispatch):
         sizes += stacks
         for fit, (est, stacked) in zip(group, fitted):
             if est is not None:
+                fit.seconds = vars(est).pop("_stack_share", 0.0)
                 cache.put(fit.key, est, stacked)
     return sizes
+
+
+def _shares(fits, pairs):
+    """Per (candidate, split) of scikit-learn's order, the stacks' seconds of its planned fits."""
+    out = np.zeros(pairs)
+    for fit in fits:
+        out[fit.at] += fit.seconds
+    return out
 
 
 class _Splits:
@@ -300,7 +320,7 @@ class _StackedSearch:
         n_jobs = self.n_jobs
         stacking = y is not None and _has_mlp([self.estimator, getattr(self, "param_grid", None),
                                                 getattr(self, "param_distributions", None)])
-        state = SimpleNamespace(X=X, y=y, params=params, n_jobs=n_jobs, cache=_Cache(), sizes=[])
+        state = SimpleNamespace(X=X, y=y, params=params, n_jobs=n_jobs, cache=_Cache(), sizes=[], shares=[], timed=0)
         self._stacking = state if stacking else None
         try:
             if stacking:
@@ -312,6 +332,17 @@ class _StackedSearch:
             del self._stacking
         self.stacked_fits_, self.stack_sizes_ = state.cache.served_stacked, state.sizes
         return self
+
+    def _format_results(self, candidate_params, n_splits, out, more_results=None):
+        """scikit-learn's, each stacked fit's time its share of its stack's (once per fit: `out` grows from call to
+        call)."""
+        state = getattr(self, "_stacking", None)
+        if state is not None:
+            for entry, share in zip(out[state.timed :], state.shares[state.timed :]):
+                if entry.get("fit_error") is None:
+                    entry["fit_time"] += share
+            state.timed = len(out)
+        return super()._format_results(candidate_params, n_splits, out, more_results)
 
     def _run_search(self, evaluate_candidates, *, callback_ctx=None):
         if getattr(self, "_stacking", None) is not None:
@@ -333,6 +364,7 @@ class _StackedSearch:
             splits = _Splits(list(cv.split(X, y, **routed.splitter.split)))
             fits = _planned_fits(self.estimator, candidates, X, y, splits.splits, routed.estimator.fit)
             state.sizes += _prefit(fits, state.cache, state.n_jobs, self.pre_dispatch)
+            state.shares += list(_shares(fits, len(candidates) * len(splits.splits)))
             return evaluate_candidates(candidates, splits, *args, **kwargs)
 
         return evaluate
@@ -382,10 +414,14 @@ def _cross(evaluate, estimator, X, y, groups, cv, n_jobs, pre_dispatch, params, 
     cv = check_cv(cv, yi, classifier=is_classifier(estimator))
     splits = _Splits(list(cv.split(Xi, yi, groups=groups)))
     cache = _Cache()
-    _prefit(_planned_fits(estimator, [{}], Xi, yi, splits.splits, params or {}), cache, n_jobs, pre_dispatch)
+    fits = _planned_fits(estimator, [{}], Xi, yi, splits.splits, params or {})
+    _prefit(fits, cache, n_jobs, pre_dispatch)
     with _serving(cache):
-        return evaluate(estimator, X, y, groups=groups, cv=splits, n_jobs=1, pre_dispatch=pre_dispatch,
-                        params=params, **kw)
+        result = evaluate(estimator, X, y, groups=groups, cv=splits, n_jobs=1, pre_dispatch=pre_dispatch,
+                          params=params, **kw)
+    if isinstance(result, dict) and "fit_time" in result:  # cross_validate's: each fold's share of the stack's time
+        result["fit_time"] = result["fit_time"] + _shares(fits, len(splits.splits))
+    return result
 
 
 def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, n_jobs=None, verbose=0, params=None,

@@ -132,6 +132,26 @@ def test_every_fit_of_a_stackable_search_is_served_by_a_stack():
     assert search.stack_sizes_ == [16 * 3]
 
 
+def test_fit_times_are_each_fits_share_of_its_stacks_time(monkeypatch):
+    ours, _, grid, x, y = case("classifier-adam")
+    spent, fit_stack = [], search_cv.fit_stack
+
+    def timed(ests, *a, **k):
+        start = search_cv.time.perf_counter()
+        out = fit_stack(ests, *a, **k)
+        spent.append(search_cv.time.perf_counter() - start)
+        return out
+
+    monkeypatch.setattr(search_cv, "fit_stack", timed)
+    search = search_cv.GridSearchCV(ours, grid, cv=3).fit(x, y)
+    fit_time = search.cv_results_["mean_fit_time"] * 3  # each candidate's three fits
+    assert (search.cv_results_["mean_fit_time"] > 0.5 * sum(spent) / 24).all()  # 8 candidates x 3 folds
+    # the stacks' seconds, plus the moments scikit-learn measured serving each fit (about a millisecond each)
+    assert 0.999 * sum(spent) <= fit_time.sum() <= sum(spent) + 24 * 0.01
+    cv = search_cv.cross_validate(ours, x, y, cv=3)
+    assert 0.999 * spent[-1] <= cv["fit_time"].sum() <= spent[-1] + 3 * 0.01 and (cv["fit_time"] > 0).all()
+
+
 def test_a_planted_slip_in_the_stack_fails_the_comparison(monkeypatch):
     """The 4th estimator of the stack trained with the 3rd's alpha (its own in its parameters): every score but that
     candidate's still matches, and assert_same_search must see it. The stack holds every fold: its 3rd and 4th fits
