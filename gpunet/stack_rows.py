@@ -107,11 +107,13 @@ class ModelRows:
     def _orders(self):
         """(K, max rows) each model's rows of xr in this epoch's order (past its own rows: its first row)."""
         first = np.array([self.spans[d][0] for d in self.data])
-        orders = np.zeros((self.data.shape[0], self.n.max()), np.int64)
-        for k, s in enumerate(self.stream):
-            orders[k, : self.n[k]] = first[k] + self.idx[s]
-            orders[k, self.n[k]:] = first[k]
-        return orders
+        width = max(idx.shape[0] for idx in self.idx if idx is not None)  # a stream of a model selected out too
+        padded = np.zeros((len(self.idx), width), np.int64)  # each stream's order, 0 past its rows
+        for s, idx in enumerate(self.idx):
+            if idx is not None:
+                padded[s, : idx.shape[0]] = idx
+        inside = np.arange(width)[None, :] < self.n[:, None]
+        return (first[:, None] + np.where(inside, padded[self.stream], 0))[:, : self.n.max()]
 
     def _batches(self):
         orders = self._orders()
