@@ -30,21 +30,17 @@ class Candidate:
 
     options: dict
     scores: list = field(default_factory=list)
+    diverged: int = 0  # how many of its fits diverged (each scores NaN)
 
     @property
     def mean(self):
-        """The scores' mean: NaN when a fit diverged."""
+        """The scores' mean: NaN when a fit diverged (or a score is NaN: R-squared on constant targets)."""
         return float(np.mean(self.scores))
 
     @property
     def spread(self):
-        """The scores' standard deviation (0 for one score; NaN when a fit diverged)."""
+        """The scores' standard deviation (0 for one score; NaN where the mean is)."""
         return float(np.std(self.scores))
-
-    @property
-    def diverged(self):
-        """How many of its fits diverged."""
-        return sum(math.isnan(v) for v in self.scores)
 
 
 def candidates(lrs=(None,), decays=(None,)):
@@ -79,7 +75,7 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
 
     Raises:
         ConfigError, DataError: as gpunet train --data; fewer rows than folds.
-        Diverged: every candidate diverged on some fold (the first such fit's).
+        Diverged: every candidate diverged on some fold (the first fit that diverged).
     """
     from gpunet.errors import ConfigError
 
@@ -101,11 +97,12 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
             held = _rows(table, np.sort(test))
             for cand, run in zip(cands, runs):
                 diverged = diverged or run.diverged
+                cand.diverged += run.model is None
                 cand.scores.append(math.nan if run.model is None else _score(run.model, held, backend))
                 if on_fit is not None:
                     on_fit(cand, s, f, cand.scores[-1])
     ranked = sorted(cands, key=lambda c: -c.mean if not math.isnan(c.mean) else math.inf)
-    if math.isnan(ranked[0].mean):
+    if all(c.diverged for c in cands):
         raise diverged
     best = _fit(table, {**given, **ranked[0].options}, backend, options) if refit else None
     return Search("accuracy" if task == "classification" else "R-squared", ranked, notes, best)

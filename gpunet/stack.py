@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 
 from gpunet.calls import Calls
-from gpunet.losses import binary_log_loss_terms, poisson_deviance_terms
+from gpunet.losses import binary_log_loss_terms, loss_factor, poisson_deviance_terms
 from gpunet.model import Layout
 from gpunet.sklearn_loop import OUTPUTS, loss_terms, take_batch
 
@@ -43,9 +43,10 @@ class Stack:
         out_activation: identity, softmax, logistic or exp.
         alpha: (K,) L2 strengths.
         rules: "sklearn", scikit-learn's objective: the mean loss over a batch (half the squared error averaged over
-            its outputs' columns, the error not), plus alpha / (2 n) sum(w^2); or "gpunet", gpunet train's
-            (gpunet/stack_train.py): the squared error's gradient 2 (p - y) / (n d_out) as mse's, the penalty
-            alpha / 2 sum(w^2) whatever the batch's rows.
+            its outputs' columns, the error not), plus alpha / (2 n) sum(w^2), -log p clipped to [-log(1 - eps),
+            -log(eps)] in the log loss; or gpunet train's loss "mse", "sse" or "ce" (gpunet/stack_train.py): k S
+            with k of gpunet.losses.loss_factor, the penalty alpha / 2 sum(w^2) whatever the batch's rows, nothing
+            clipped.
     """
 
     def __init__(self, backend, sizes, params, dtype, activation, out_activation, alpha, rules="sklearn"):
@@ -63,8 +64,6 @@ class Stack:
         self.rules, self.grad_scale = rules, OUTPUTS[out_activation][1]
         # dS/dz of the loss sum S over the output error p - y: SquaredError's is 2 (p - y)
         self.error_factor = (2.0 if out_activation == "identity" else 1.0) * self.grad_scale
-        if rules == "gpunet" and out_activation == "identity":  # mse: 2 (p - y) / (n d_out)
-            self.error_factor = 2.0 / sizes[-1]
         self.loss_per_sum = 1.0 / (2 * sizes[-1]) if out_activation == "identity" else 1.0
         self.eps = float(np.finfo(self.dtype).eps)
         self._workspaces, self._decay = {}, {}
@@ -90,6 +89,12 @@ class Stack:
         size = max(1, min(self.k, CHUNK_BYTES // (self.dtype.itemsize * (floats + own * n * (sizes[0] + 1)))))
         return [slice(a, min(a + size, self.k)) for a in range(0, self.k, size)]
 
+    def error_scale(self, n):
+        """The factor of the output error p - y in the gradient of a batch of n rows (shared by the models)."""
+        if self.rules == "sklearn":
+            return self.error_factor / n
+        return (2.0 if self.out_activation == "identity" else 1.0) * loss_factor(self.rules, n, self.layout.sizes[-1])
+
     def workspace(self, n, own=False):
         if (n, own) not in self._workspaces:
             self._workspaces[n, own] = StackWorkspace(self, n, own)
@@ -102,7 +107,7 @@ class Stack:
         for every batch. None when every alpha is 0."""
         if not self.alpha.any():
             return None
-        if self.rules == "gpunet":  # alpha w whatever the rows
+        if self.rules != "sklearn":  # gpunet's: alpha w whatever the rows
             n = 1
         key = (n, sl.start, sl.stop)
         if key not in self._decay:
@@ -223,7 +228,7 @@ class StackWorkspace:
             self.weight, self.scale = xp.empty((k, 1, n), dt), xp.empty((k, 1, n), dt)
         else:
             self.y, self.weight = xp.empty((sizes[-1], n), dt), None
-            self.scale = stack.backend.asarray(stack.error_factor / n, dt)  # -> a.T delta / n
+            self.scale = stack.backend.asarray(stack.error_scale(n), dt)  # -> a.T delta / n
         self.parts = [_Part(self, sl) for sl in stack.chunks(n, bool(own))]
 
     def gather_own(self, xr, yr, batch):
@@ -254,7 +259,8 @@ class _Part:
         self.d = [None if d is None else d[sl] for d in ws.d]
         y, weight = per_model(ws.y), per_model(ws.weight)
         scale = ws.scale[sl] if ws.own else ws.scale
-        self.out = _OutputError(xp, stack.out_activation, self.z[-1], y, self.g[-1], weight, stack.eps)
+        self.out = _OutputError(xp, stack.out_activation, self.z[-1], y, self.g[-1], weight,
+                                stack.eps if stack.rules == "sklearn" else None)
         self._forward = _forward_calls(xp, stack.activation, [b[sl] for b in stack.blocks], self.a, self.z, self.d)
         self._backward = _backward_calls(xp, self.g, scale, self.a, [b[sl] for b in stack.grad_blocks],
                                          [w[sl] for w in stack.weights], self.d)
@@ -320,7 +326,8 @@ def _activation_calls(xp, name, z, d):
 class _OutputError:
     """The output error g = p - y of K models from their logits z (K, d_out, n) and the shared targets y (d_out, n),
     and each model's loss sum S, as gpunet/losses.py computes them for one; with each model's own rows (weight
-    given), its targets (K, d_out, n) and its rows' weights (K, 1, n)."""
+    given), its targets (K, d_out, n) and its rows' weights (K, 1, n). With eps None (gpunet train's loss) the log
+    loss is not clipped."""
 
     def __init__(self, xp, kind, z, y, g, weight, eps):
         self.xp, self.kind, self.z, self.y, self.g, self.weight, self.eps = xp, kind, z, y, g, weight, eps
@@ -329,7 +336,8 @@ class _OutputError:
             self.top, self.total, self.label = (xp.empty((k, 1, n), z.dtype) for _ in range(3))
             self.zy = xp.empty_like(z)
             self.known = xp.empty(n, z.dtype)  # 1 for a row with a label, 0 for a row of zeros
-            self.low, self.high = -np.log1p(-eps), -np.log(eps)  # -log(1 - eps) <= -log p <= -log(eps)
+            if eps is not None:
+                self.low, self.high = -np.log1p(-eps), -np.log(eps)  # -log(1 - eps) <= -log p <= -log(eps)
 
     def __call__(self, s):
         """g = p - y; each model's loss sum S into s (chunk,)."""
@@ -349,7 +357,8 @@ class _OutputError:
             xp.multiply(z, y, out=self.zy)
             xp.sum(self.zy, axis=1, keepdims=True, out=self.label)  # z[label] (0 for a row of zeros)
             xp.subtract(self.total, self.label, out=self.total)
-            xp.clip(self.total, self.low, self.high, out=self.total)
+            if self.eps is not None:
+                xp.clip(self.total, self.low, self.high, out=self.total)
             xp.matmul(self.total.reshape(k, -1), self.known, out=s)
         elif self.kind == "logistic":
             s[...] = binary_log_loss_terms(xp, y, g, self.eps).sum(axis=(1, 2))

@@ -128,7 +128,7 @@ def sized_for(config, data):
     return replace(config, n=data.n_train + data.n_val, d_in=data.x.shape[1], d_out=data.y.shape[1])
 
 
-def _check_fit(config, data, comm):
+def check_fit(config, data, comm):
     """Raise ConfigError when `config` cannot train on `data` (this rank's share of it)."""
     if config.loss == "ce" and data.classes is None:
         raise ConfigError("--loss ce needs class labels: give --loss ce when the data are read")
@@ -160,7 +160,7 @@ class Trainer:
             data, start = initial_draws(config, data)
         if comm.size > 1 and not data.sharded:
             data = shard(data, comm.size, comm.rank)
-        _check_fit(config, data, comm)
+        check_fit(config, data, comm)
         # in the run's dtype from here on: the float64 draws are gone before the buffers are made
         data, start = data.astype(config.dtype), np.asarray(start, config.dtype)
         self.config, self.backend, self.data, self.start = config, backend, data, start

@@ -68,3 +68,14 @@ def test_a_diverging_candidate_ranks_last_and_the_others_are_kept(tmp_path):
 def test_a_search_whose_every_candidate_diverges_fails_as_train_does():
     r = run("search", "--backend", "cpu", "--data", DIABETES, "--lr", "1e15", "--folds", "2", "--epochs", "5")
     assert "training diverged" in one_line_error(r, 3)
+
+
+def test_a_score_that_is_nan_without_a_divergence_is_shown_not_raised(tmp_path):
+    """R-squared on one held-out row is undefined (NaN): the candidate is not said to diverge, nor the search to fail."""
+    rows = open(DIABETES).read().splitlines()[:13]
+    (tmp_path / "twelve.csv").write_text("\n".join(rows) + "\n")
+    r = run("search", "--backend", "cpu", "--data", tmp_path / "twelve.csv", "--task", "regression", "--folds", "12",
+            "--epochs", "2", "--json", tmp_path / "s.json")
+    assert r.exit_code == 0, r.output
+    assert "nan" in r.stdout.splitlines()[1] and "diverged" not in r.stdout
+    assert json.loads((tmp_path / "s.json").read_text())["candidates"][0]["diverged"] == 0

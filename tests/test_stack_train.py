@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from gpunet.backend import resolve
-from gpunet.errors import Diverged
+from gpunet import stack_train
+from gpunet.errors import ConfigError, DeviceMemoryError, Diverged
 from gpunet.stack_train import train_stack
 from gpunet.table_run import table_run
 from gpunet.tabular import read_table
@@ -91,6 +92,47 @@ def test_a_diverging_run_is_reported_and_the_others_go_on():
         np.testing.assert_allclose(stacked[k].model.params, alone[k].flat_params, rtol=0, atol=1e-11)
 
 
+def _assert_as_alone(stacked, alone):
+    for run, one in zip(stacked, alone):
+        if isinstance(one, Diverged):
+            assert run.model is None and run.diverged.epoch == one.epoch
+            assert [e for e, _ in run.diverged.losses] == [e for e, _ in one.losses]
+            np.testing.assert_allclose([v for _, v in run.diverged.losses], [v for _, v in one.losses], rtol=1e-9)
+            continue
+        assert run.diverged is None and run.epochs_run == one.epochs_run
+        assert run.model.metrics.get("best_epoch") == one.best_epoch
+        if one.best_epoch is not None:  # taken as train takes it: 0 for saturated right answers, not -1e-11
+            assert run.model.metrics["best_val_loss"] == pytest.approx(one.best_val_loss, rel=1e-9, abs=1e-14)
+        np.testing.assert_allclose(run.model.params, one.flat_params, rtol=1e-9, atol=1e-11)
+
+
+def test_the_sum_of_squares_is_not_divided_by_the_rows():
+    configs, data = _configs(os.path.join(EXAMPLES, "diabetes.csv"), None,
+                             dict(loss="sse", optimizer="sgd", epochs=20, batch_size=64),
+                             [(1e-5, 0.0), (3e-6, None), (1e-5, 1e-3), (2e-5, 1e-1)])
+    _assert_as_alone(train_stack(configs, data, resolve("cpu")), _alone(configs, data))
+
+
+def test_saturated_classes_are_scored_as_train_scores_them():
+    """Large logits: the loss is not clipped (scikit-learn's rule, not gpunet train's) and the validation loss is
+    taken from shifted logits, so that a divergence, its history and the kept epoch are train()'s."""
+    path = os.path.join(EXAMPLES, "iris.csv")
+    configs, data = _configs(path, "species", dict(optimizer="sgd", batch_size=30, log_every=3, epochs=30),
+                             [(1e3, 0.0), (12.2, 0.0), (1e-2, 0.0)])
+    alone = _alone(configs, data)
+    assert isinstance(alone[0], Diverged) and len(alone[0].losses) >= 1
+    _assert_as_alone(train_stack(configs, data, resolve("cpu")), alone)
+    configs, data = _configs(path, "species", dict(batch_size=24, log_every=2, early_stop=1000, epochs=14),
+                             [(5.0, 0.0), (1.0, 0.0)])
+    _assert_as_alone(train_stack(configs, data, resolve("cpu")), _alone(configs, data))
+
+
+def test_early_stopping_without_validation_rows_is_refused_as_train_refuses_it():
+    configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(val_split=0.0, early_stop=3))
+    with pytest.raises(ConfigError, match="--early-stop needs validation rows"):
+        train_stack(configs, data, resolve("cpu"))
+
+
 def test_runs_that_differ_in_more_than_rate_and_decay_are_refused():
     configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=5))
     with pytest.raises(ValueError, match="differ only in lr, weight_decay"):
@@ -105,3 +147,19 @@ def test_the_stack_on_a_cupy_stand_in_gives_the_hosts_models(monkeypatch):
     for a, b in zip(on_host, on_device):
         assert type(b.model.params) is np.ndarray and a.epochs_run == b.epochs_run
         np.testing.assert_allclose(b.model.params, a.model.params, rtol=0, atol=1e-12)
+
+
+def test_a_stack_too_large_for_the_gpu_says_what_to_shrink(monkeypatch):
+    configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=2))
+    backend = resolve("cpu")
+
+    class OutOfMemory(Exception):
+        pass
+
+    def no_room(*args, **kwargs):
+        raise OutOfMemory()
+
+    monkeypatch.setattr(stack_train, "Stack", no_room)
+    monkeypatch.setattr(type(backend), "out_of_memory", lambda self, e: isinstance(e, OutOfMemory))
+    with pytest.raises(DeviceMemoryError, match="4 models as one stack; try fewer candidates"):
+        train_stack(configs, data, backend)
