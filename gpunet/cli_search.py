@@ -1,9 +1,9 @@
 """`gpunet search`: learning rates and weight decays cross-validated on a table, the best refitted and saved."""
 
 import functools
-import itertools
 import math
 import sys
+import time
 
 import click
 
@@ -66,9 +66,9 @@ def search_cmd(data_path, target, task, features, drop, keep, missing, delimiter
                                ("activation", activation), ("seed", seed)) if v is not None}
     b = use_backend(backend, device)
     cands = candidates(lrs, decays)
-    say = progress(cands, seeds, folds)
+    say, each = progress(cands, seeds, folds)
     found = search(data_path, given, cands, folds, seeds, b, say, refit=bool(save_path), delimiter=delimiter,
-                   target=target, task=task, features=features, drop=drop, keep=keep, missing=missing)
+                   on_epoch=each, target=target, task=task, features=features, drop=drop, keep=keep, missing=missing)
     if say is not None:
         click.echo("\r\033[K", err=True, nl=False)
     for note in found.notes:
@@ -107,12 +107,23 @@ def report(found, folds, seeds):
 
 
 def progress(cands, seeds, folds):
-    """on_fit for search(): 'fit i of n' on stderr when it is a terminal, else None."""
+    """(on_fit, on_epoch) for search(): where stderr is a terminal, a line that says which fold trains, its epoch,
+    its candidates still training and the fits done, at most every 0.2 s; else (None, None)."""
     if not sys.stderr.isatty():
-        return None
-    total, done = len(cands) * seeds * folds, itertools.count(1)
+        return None, None
+    total, state = len(cands) * seeds * folds, {"done": 0, "shown": -math.inf}
+    of_seeds = f" of seed {{}} of {seeds}" if seeds > 1 else ""
 
     def say(cand, s, f, score):
-        click.echo(f"\r\033[Kfit {next(done)} of {total}", err=True, nl=False)
+        state["done"] += 1
 
-    return say
+    def each(s, f, epoch, running):
+        now = time.monotonic()
+        if now - state["shown"] < 0.2:
+            return
+        state["shown"] = now
+        where = f"fold {f + 1} of {folds}" + of_seeds.format(s + 1)
+        click.echo(f"\r\033[K{where}: epoch {epoch}, {running} of {len(cands)} candidates training; fits done "
+                   f"{state['done']} of {total}", err=True, nl=False)
+
+    return say, each

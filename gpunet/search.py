@@ -9,6 +9,7 @@ rules, its model the one `gpunet train` would give. A candidate that diverges on
 ranks below every finite mean.
 """
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field, replace
@@ -60,7 +61,7 @@ class Search:
 
 
 def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, refit=True, delimiter=None,
-           **table_options):
+           on_epoch=None, **table_options):
     """Cross-validate `cands` on the table `source` and refit the best on all its rows.
 
     Args:
@@ -70,6 +71,8 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
         folds, seeds: k of the k-fold split (drawn from the seed), and the seeds of each fit (seed, seed + 1, ...).
         backend: a resolved Backend, or its name.
         on_fit: called after each fit as on_fit(candidate, seed index, fold index, score).
+        on_epoch: called after each epoch of a fold's candidates as on_epoch(seed index, fold index, epoch,
+            candidates still training).
         refit: train the best candidate on all rows (Search.best, a Result).
         delimiter, table_options: as gpunet.train's target, task, features, drop, keep, missing, delimiter.
 
@@ -92,8 +95,9 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
     diverged = None  # the first fit that diverged, raised when every candidate has
     for s in range(seeds):
         for f, test in enumerate(held_out):
+            each = None if on_epoch is None else functools.partial(on_epoch, s, f)
             runs = _fit_stack(_rows(table, np.setdiff1d(labelled, test)), cands, {**given, "seed": seed + s},
-                              backend, options)
+                              backend, options, each)
             held = _rows(table, np.sort(test))
             for cand, run in zip(cands, runs):
                 diverged = diverged or run.diverged
@@ -108,10 +112,10 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
     return Search("accuracy" if task == "classification" else "R-squared", ranked, notes, best)
 
 
-def _fit_stack(table, cands, given, backend, options):
+def _fit_stack(table, cands, given, backend, options, progress=None):
     """Every candidate trained on `table` with the table defaults, as one stack: a stack_train.Run each."""
     config, data, _ = table_run(table, given, **options)
-    return train_stack([replace(config, **cand.options) for cand in cands], data, backend)
+    return train_stack([replace(config, **cand.options) for cand in cands], data, backend, progress)
 
 
 def _fit(table, given, backend, options):

@@ -44,9 +44,10 @@ class Run:
     epochs_run: int = 0
 
 
-def train_stack(configs, data, backend):
+def train_stack(configs, data, backend, progress=None):
     """Train one model per Config of `configs` on `data` (a Dataset), as train(config, backend, data=data) would
-    each, as one stack; return a Run per config.
+    each, as one stack; return a Run per config. `progress`, if given, is called after each epoch as
+    progress(epoch, models still training).
 
     Raises:
         ValueError: the configs differ in more than their learning rate and weight decay.
@@ -64,7 +65,7 @@ def train_stack(configs, data, backend):
         stack = Stack(backend, first.sizes, np.tile(start, (len(configs), 1)), first.dtype,
                       HIDDEN[first.activation], OUT[first.loss], [c.weight_decay for c in configs], rules=first.loss)
         opt = _optimizer(first, backend, stack.params, [c.lr for c in configs])
-        book = _Book(stack, first, data, backend)
+        book = _Book(stack, first, data, backend, progress)
         with np.errstate(all="ignore"):  # a diverging run shows as a non-finite loss at its next log point
             book.train(opt)
     except Exception as e:
@@ -90,8 +91,8 @@ class _Book:
     """The epochs of a stack under gpunet train's rules, and each model's record: epochs run, divergence, and with
     early stopping its best log point and parameters."""
 
-    def __init__(self, stack, config, data, backend):
-        self.stack, self.config, self.backend = stack, config, backend
+    def __init__(self, stack, config, data, backend, progress=None):
+        self.stack, self.config, self.backend, self.progress = stack, config, backend, progress
         k, n = stack.k, data.n_train or len(data.x)
         self.n, self.batch = n, min(config.batch_size or n, n)
         self.x_rows = rows_with_ones(backend, [data.x], config.dtype)[0]
@@ -125,6 +126,8 @@ class _Book:
             if not t % config.log_every or t == config.epochs:
                 for k in self._log_point(stack, t, active):
                     self._stop(stack, opt, k)
+            if self.progress is not None:
+                self.progress(t, int(opt.active.sum()))
         for k in np.flatnonzero(opt.active):
             self._stop(stack, opt, k)
 

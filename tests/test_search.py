@@ -79,3 +79,18 @@ def test_a_score_that_is_nan_without_a_divergence_is_shown_not_raised(tmp_path):
     assert r.exit_code == 0, r.output
     assert "nan" in r.stdout.splitlines()[1] and "diverged" not in r.stdout
     assert json.loads((tmp_path / "s.json").read_text())["candidates"][0]["diverged"] == 0
+
+
+def test_a_terminal_sees_which_fold_trains_and_how_many_candidates_still_do(monkeypatch, capsys):
+    import sys
+
+    from gpunet import cli_search
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(cli_search.time, "monotonic", iter(range(0, 10**6)).__next__)  # 1 s between calls
+    say, each = cli_search.progress(candidates([1e-2, 1e-3]), 1, 2)
+    search(IRIS, dict(epochs=30, hidden=(8,)), candidates([1e-2, 1e-3]), folds=2, refit=False, target="species",
+           on_fit=say, on_epoch=each)
+    lines = capsys.readouterr().err.split("\r\033[K")
+    assert "fold 1 of 2: epoch 1, 2 of 2 candidates training; fits done 0 of 4" in lines
+    assert "fold 2 of 2: epoch 30, 2 of 2 candidates training; fits done 2 of 4" in lines
