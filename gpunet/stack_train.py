@@ -1,5 +1,6 @@
 """gpunet train's rules over a stack (gpunet/stack.py): runs that share their data, seed and architecture and differ
-in their learning rate and weight decay (a search's candidates on one fold) trained as one computation.
+in their learning rate, weight decay, momentum or Adam's numbers (a search's candidates on one fold) trained as one
+computation.
 
 Each model follows Trainer.run's rules exactly: its Adam (epsilon bias-corrected), SGD or momentum; the weight
 decay alpha w added to the gradient; the loss k S + decay / 2 sum(w^2), k of mse 1 / (n d_out), of ce 1 / n; the
@@ -32,7 +33,7 @@ from gpunet.train import check_fit, initial_draws, sized_for
 
 OUT = {"ce": "softmax", "mse": "identity", "sse": "identity"}  # the stack's output activation of each loss
 HIDDEN = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic", "identity": "identity"}  # the stack's names
-PER_MODEL = ("lr", "weight_decay")  # what may differ between the runs of one stack
+PER_MODEL = ("lr", "weight_decay", "momentum", "beta1", "beta2", "eps")  # what may differ between a stack's runs
 
 
 @dataclass
@@ -50,7 +51,7 @@ def train_stack(configs, data, backend, progress=None):
     progress(epoch, models still training).
 
     Raises:
-        ValueError: the configs differ in more than their learning rate and weight decay.
+        ValueError: the configs differ in more than PER_MODEL (the optimizer's numbers and the weight decay).
         ConfigError: as train() for the first config (early stopping without validation rows, ...).
         DeviceMemoryError: the GPU ran out of memory.
     """
@@ -64,7 +65,7 @@ def train_stack(configs, data, backend, progress=None):
     try:
         stack = Stack(backend, first.sizes, np.tile(start, (len(configs), 1)), first.dtype,
                       HIDDEN[first.activation], OUT[first.loss], [c.weight_decay for c in configs], rules=first.loss)
-        opt = _optimizer(first, backend, stack.params, [c.lr for c in configs])
+        opt = _optimizer(configs, backend, stack.params)
         book = _Book(stack, first, data, backend, progress)
         with np.errstate(all="ignore"):  # a diverging run shows as a non-finite loss at its next log point
             book.train(opt)
@@ -76,15 +77,15 @@ def train_stack(configs, data, backend, progress=None):
     return [Run(book.model(k, configs[k], data), book.diverged[k], int(book.epochs[k])) for k in range(stack.k)]
 
 
-def _optimizer(config, backend, params, lrs):
-    """The stacked optimizer of gpunet.optim's `config.optimizer`, a learning rate per model."""
-    k = len(lrs)
-    if config.optimizer == "adam":
-        return StackAdam(backend, params, lrs, [config.beta1] * k, [config.beta2] * k, [config.eps] * k,
-                         eps_corrected=True)
+def _optimizer(configs, backend, params):
+    """The stacked optimizer of gpunet.optim's `optimizer` (the configs'), its numbers per model."""
+    k, name = len(configs), configs[0].optimizer
+    per = lambda field: [getattr(c, field) for c in configs]  # noqa: E731
+    if name == "adam":
+        return StackAdam(backend, params, per("lr"), per("beta1"), per("beta2"), per("eps"), eps_corrected=True)
     # gpunet's v = mu v + lr g, params -= v is scikit-learn's v = mu v - lr g, params += v with v negated
-    mu = config.momentum if config.optimizer == "momentum" else 0.0
-    return StackSGD(backend, params, lrs, "constant", [mu] * k, [False] * k, [0.5] * k)
+    mu = per("momentum") if name == "momentum" else [0.0] * k
+    return StackSGD(backend, params, per("lr"), "constant", mu, [False] * k, [0.5] * k)
 
 
 class _Book:

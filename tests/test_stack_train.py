@@ -133,10 +133,19 @@ def test_early_stopping_without_validation_rows_is_refused_as_train_refuses_it()
         train_stack(configs, data, resolve("cpu"))
 
 
-def test_runs_that_differ_in_more_than_rate_and_decay_are_refused():
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_runs_may_differ_in_the_optimizers_numbers(optimizer):
+    configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species",
+                             dict(epochs=60, batch_size=32, optimizer=optimizer), RUNS[:3])
+    numbers = [dict(beta1=0.8, beta2=0.99, eps=1e-3, momentum=0.5), dict(beta1=0.95, momentum=0.99), dict(eps=1e-6)]
+    configs = [replace(c, **n) for c, n in zip(configs, numbers)]
+    _assert_as_alone(train_stack(configs, data, resolve("cpu")), _alone(configs, data))
+
+
+def test_runs_that_differ_in_more_than_the_optimizers_numbers_are_refused():
     configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=5))
-    with pytest.raises(ValueError, match="differ only in lr, weight_decay"):
-        train_stack([configs[0], replace(configs[1], beta1=0.8)], data, resolve("cpu"))
+    with pytest.raises(ValueError, match="differ only in lr, weight_decay, momentum"):
+        train_stack([configs[0], replace(configs[1], hidden=(5,))], data, resolve("cpu"))
 
 
 def test_the_stack_on_a_cupy_stand_in_gives_the_hosts_models(monkeypatch):
