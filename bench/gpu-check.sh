@@ -4,7 +4,8 @@
 # from this source tree, and finishes within about 5 minutes. Everything it prints also goes under
 # $OUT (default bench/results/gpu-check-<date>): the GPU tests, `gpunet check` on every workload
 # (CPU vs CUDA, and each against a float64 reference), and the benchmark with the peers on CUDA; with
-# scikit-learn (from .gpu-wheels/, see the Makefile), gpunet.sklearn's GPU tests and its benchmark too.
+# scikit-learn (from .gpu-wheels/, see the Makefile), gpunet.sklearn's GPU tests and its benchmark too, and the
+# stacks of many models (stack_bench.py, search_bench.py) on CUDA.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu-check-$(date +%F)}
@@ -45,5 +46,11 @@ if "$PY" -c "import sklearn" 2>/dev/null; then
     step sklearn-bench "$PY" bench/sklearn_bench.py --backend cuda --runs 3
 fi
 step bench "$PY" bench/run.py --backend cpu,cuda --peers-on cuda --repeats 5 --out "$OUT"
+if "$PY" -c "import sklearn" 2>/dev/null; then  # last: about 2 more minutes, whose results come back if cut short
+    # many models as one stack (issue 19's GPU targets: 1000 seed-sized models >= 30x one by one; the searches)
+    step stack-bench "$PY" bench/stack_bench.py --backend cuda --dtype float32 --workload seeds:1000 \
+        --workload tutorial:100 --workload digits:20 --runs 1
+    step search-bench "$PY" bench/search_bench.py --backend cuda --skip-sklearn-mlp --runs 1
+fi
 echo "== results in $OUT"
 exit $status
