@@ -142,6 +142,9 @@ class StackSGD(_StackOptimizer):
         return opt
 
 
+TABLE_STEPS = 256  # Adam's steps whose rates are computed at once
+
+
 class StackAdam(_StackOptimizer):
     """sklearn_loop.Adam over (K, P): params -= lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t); lr,
     beta_1, beta_2 and epsilon per model. Each epoch's lr_t of every step and model is one table moved once. With
@@ -161,22 +164,32 @@ class StackAdam(_StackOptimizer):
     def _columns(self):
         self._neg_lr = self._column(-self.lr)  # this step's -lr_t per model
         self._eps = self._column(self.epsilon)  # this step's epsilon per model
-        self._table = self._eps_table = None
+        self._table = self._eps_table = self._block = None
 
     def _set(self):
-        pass  # read from the next epoch's table
+        self._block = None  # a model stopped: the tables are made again from the next epoch, its rate 0 in them
 
     def _lr_t(self, t):
         """lr_t of every model at step t (host), as scikit-learn computes it."""
         return self.lr_init * np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
 
     def epoch_starts(self, batches):
-        steps = self.t + 1 + np.arange(batches)[:, None]
+        """This epoch's steps' -lr_t (and eps_t) per model: views of tables made for TABLE_STEPS steps at once (a
+        table per epoch of one batch was 7% of a small stack's epoch)."""
+        first = self.t + 1
+        if self._block is None or not self._block[0] <= first <= first + batches <= self._block[0] + len(
+                self._block[1]):
+            self._block = (first, *self._tables(first, max(batches, TABLE_STEPS)))
+        at = first - self._block[0]
+        self._table = self._block[1][at : at + batches]
+        self._eps_table = None if self._block[2] is None else self._block[2][at : at + batches]
+
+    def _tables(self, first, count):
+        """(-lr_t, eps_t or None) of steps first, first + 1, ... (count of them) and every model, on the backend."""
+        steps = first + np.arange(count)[:, None]
         table = -self._lr_t(steps) * self.active  # 0 for a stopped model: its update is 0
-        self._table = self.backend.asarray(table[:, :, None], self.dtype)
-        if self.eps_corrected:
-            self._eps_table = self.backend.asarray((self.epsilon * np.sqrt(1 - self.beta_2**steps))[:, :, None],
-                                                   self.dtype)
+        eps = self.epsilon * np.sqrt(1 - self.beta_2**steps) if self.eps_corrected else None
+        return tuple(None if a is None else self.backend.asarray(a[:, :, None], self.dtype) for a in (table, eps))
 
     def _update_calls(self, params, grads, sl):
         xp, mv = self.xp, self.mv[:, sl]

@@ -122,10 +122,9 @@ class _Book:
                 stack, opt = self._shrink(stack, opt)
             order = self.order if self.shuffle is None else self.backend.asarray(self.shuffle.permutation(self.n))
             stack.steps(self.x_rows, self.y_t, order, self.batch, opt)
-            active = np.flatnonzero(opt.active)
-            self.epochs[self.ids[active]] = t
+            self.epochs[self.ids] = t  # every row of the stack trains: one that stopped left it (_shrink)
             if not t % config.log_every or t == config.epochs:
-                for k in self._log_point(stack, t, active):
+                for k in self._log_point(stack, t):
                     self._stop(stack, opt, k)
             if self.progress is not None:
                 self.progress(t, int(opt.active.sum()))
@@ -139,32 +138,32 @@ class _Book:
             self.best = self.best[self.backend.asarray(keep)]
         return stack.select(keep), opt.select(keep)
 
-    def _log_point(self, stack, t, active):
-        """Epoch t is a log point: each running model's loss, divergence and early stopping; return the rows of
-        the stack that stop here."""
+    def _log_point(self, stack, t):
+        """Epoch t is a log point: each model's loss, divergence and early stopping; return the rows of the stack
+        that stop here."""
         s, pen = stack.sums()
-        losses = (self.k_train * s.sum(axis=0) + 0.5 * pen[0])[active]  # the penalty at the epoch's start
-        ids = self.ids[active]
+        losses = self.k_train * s.sum(axis=0) + 0.5 * pen[0]  # the penalty at the epoch's start
+        ids = self.ids
         self.last_loss[ids] = losses
-        bad = ~np.isfinite(losses)
-        for i in ids[bad]:
-            self.diverged[i] = Diverged(t, float(self.last_loss[i]), [(e, float(row[i])) for e, row in self.curve
-                                                                     if not np.isnan(row[i])])
+        finite = np.isfinite(losses)
+        if not finite.all():
+            for i in ids[~finite]:
+                self.diverged[i] = Diverged(t, float(self.last_loss[i]), [(e, float(row[i])) for e, row in self.curve
+                                                                         if np.isfinite(row[i])])
         row = np.full(len(self.epochs), np.nan)
-        row[ids[~bad]] = losses[~bad]
+        row[ids] = losses
         self.curve.append((t, row))
-        stopping = list(active[bad])
         if self.val is None or t % self.config.log_every:
-            return stopping
-        live, ids = active[~bad], ids[~bad]
-        val = self.val.losses(stack)[live]
-        improved = (self.best_epoch[ids] == 0) | (val < self.best_val[ids])
-        better = live[improved]
-        self.best_epoch[ids[improved]], self.best_val[ids[improved]] = t, val[improved]
-        self.best_loss[ids[improved]] = self.last_loss[ids[improved]]
-        self.best[self.backend.asarray(better)] = stack.params[self.backend.asarray(better)]
+            return np.flatnonzero(~finite)
+        val = self.val.losses(stack)
+        improved = finite & ((self.best_epoch[ids] == 0) | (val < self.best_val[ids]))
+        if improved.any():
+            better, kept = np.flatnonzero(improved), ids[improved]
+            self.best_epoch[kept], self.best_val[kept], self.best_loss[kept] = t, val[improved], losses[improved]
+            at = self.backend.asarray(better)
+            self.best[at] = stack.params[at]
         self.waited[ids] = np.where(improved, 0, self.waited[ids] + 1)
-        return stopping + list(live[self.waited[ids] >= self.config.early_stop])
+        return np.flatnonzero(~finite | (self.waited[ids] >= self.config.early_stop))
 
     def _stop(self, stack, opt, k):
         """Row k of the stack stops: its final parameters (the best log point's with early stopping) kept."""
