@@ -30,6 +30,7 @@ from sklearn import neural_network as sk  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+from bench.options import alternating  # noqa: E402
 from gpunet import search_cv  # noqa: E402
 from gpunet import sklearn as gs  # noqa: E402
 from gpunet.backend import cpu_name  # noqa: E402
@@ -84,10 +85,7 @@ def score_diff(a, b):
 @click.command()
 @click.option("--workload", "workloads", multiple=True, default=["iris", "digits"], show_default=True,
               help="iris or digits, repeatable.")
-@click.option("--runs", default=3, show_default=True, help="Alternating runs of each way.")
-@click.option("--backend", default="cpu", show_default=True, help="gpunet's backend: cpu, cuda or auto.")
-@click.option("--blas-threads", default=1, show_default=True,
-              help="BLAS threads (on a shared machine, more threads than free cores wait on each other).")
+@alternating()
 @click.option("--n-jobs", default=None, type=int, help="Every search's n_jobs (default: None, one process).")
 @click.option("--skip-sklearn-mlp", is_flag=True, help="Leave out scikit-learn's own MLP (the slowest way).")
 def main(workloads, runs, backend, blas_threads, n_jobs, skip_sklearn_mlp):

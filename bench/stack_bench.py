@@ -26,6 +26,7 @@ from sklearn import datasets  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+from bench.options import alternating  # noqa: E402
 from gpunet.backend import cpu_name  # noqa: E402
 from gpunet.sklearn import MLPClassifier, MLPRegressor, fit_stack  # noqa: E402
 
@@ -104,10 +105,7 @@ def memory(cls, x, y, kw, grid, backend, dtype):
 @click.command()
 @click.option("--workload", "workloads", multiple=True, default=["digits:20", "tutorial:100"], show_default=True,
               help="NAME:K, repeatable: digits, tutorial or seeds (K random_states), K candidates.")
-@click.option("--runs", default=3, show_default=True, help="Alternating runs of each way.")
-@click.option("--backend", default="cpu", show_default=True, help="gpunet's backend: cpu, cuda or auto.")
-@click.option("--blas-threads", default=1, show_default=True,
-              help="BLAS threads (on a shared machine, more threads than free cores wait on each other).")
+@alternating()
 @click.option("--dtype", default="float64", show_default=True, help="The estimators' dtype: float64 or float32.")
 @click.option("--memory", "with_memory", is_flag=True, help="Also measure a stack's memory against one fit's.")
 def main(workloads, runs, backend, blas_threads, dtype, with_memory):

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.options import alternating  # noqa: E402
 from gpunet import search as gsearch  # noqa: E402
 from gpunet.backend import cpu_name, resolve  # noqa: E402
 from gpunet.data import missing_targets, target_columns  # noqa: E402
@@ -73,14 +74,14 @@ def stacked(table, target, given, cands, folds, backend):
 @click.option("--weight-decay", "decays", default="1e-4,1e-2", show_default=True, help="Weight decays.")
 @click.option("--folds", default=3, show_default=True, type=int)
 @click.option("--epochs", default=None, type=int, help="Most epochs per fit  [default: the table default, 1000]")
-@click.option("--runs", default=3, show_default=True, type=click.IntRange(min=1), help="Alternating runs per way.")
-@click.option("--blas-threads", default=1, show_default=True, type=int)
-def main(names, lrs, decays, folds, epochs, runs, blas_threads):
+@alternating()
+def main(names, lrs, decays, folds, epochs, runs, backend, blas_threads):
     """Time gpunet search stacked against its fits trained one by one."""
     import numpy
 
-    b = resolve("cpu")
-    click.echo(f"# {cpu_name()}, {os.cpu_count()} CPUs; Python {platform.python_version()}, NumPy {numpy.__version__}; "
+    b = resolve(backend)
+    where = cpu_name() if b.name == "cpu" else b.device
+    click.echo(f"# {where}, {os.cpu_count()} CPUs; Python {platform.python_version()}, NumPy {numpy.__version__}; "
                f"BLAS threads {blas_threads}; medians of {runs} alternating runs")
     parse = lambda s: [float(v) for v in s.split(",")]  # noqa: E731
     given = {} if epochs is None else {"epochs": epochs}
@@ -88,6 +89,8 @@ def main(names, lrs, decays, folds, epochs, runs, blas_threads):
         for name in names:
             table, target = WORKLOADS[name]()
             ways = {"one by one": one_by_one, "stacked": stacked}
+            for fn in ways.values():  # warm-up: imports (pandas, at the first score), allocations
+                fn(table, target, {"epochs": 1}, gsearch.candidates([1e-3]), 2, b)
             times, scores = {w: [] for w in ways}, {}
             for _ in range(runs):
                 for way, fn in ways.items():

@@ -172,3 +172,15 @@ def test_a_stack_too_large_for_the_gpu_says_what_to_shrink(monkeypatch):
     monkeypatch.setattr(type(backend), "out_of_memory", lambda self, e: isinstance(e, OutOfMemory))
     with pytest.raises(DeviceMemoryError, match="4 models as one stack; try fewer candidates"):
         train_stack(configs, data, backend)
+
+
+def test_a_stack_of_one_is_trains_own_run():
+    configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=30, batch_size=32))
+    seen = []
+    run = train_stack(configs[:1], data, resolve("cpu"), progress=lambda t, running: seen.append((t, running)))[0]
+    alone = train(configs[0], backend="cpu", data=data)
+    np.testing.assert_array_equal(run.model.params, alone.flat_params)
+    assert run.epochs_run == alone.epochs_run and seen[-1] == (alone.epochs_run, 1)
+    configs, data = _configs(os.path.join(EXAMPLES, "diabetes.csv"), None, dict(epochs=5, optimizer="sgd"), [(50.0, 0.0)])
+    run = train_stack(configs, data, resolve("cpu"))[0]
+    assert run.model is None and isinstance(run.diverged, Diverged)
