@@ -54,8 +54,8 @@ def search_cmd(data_path, target, task, features, drop, keep, missing, delimiter
     Each candidate is trained on k - 1 folds (holding out its own share for early stopping) and scored on
     the k-th, for every fold and seed: accuracy for classes, R-squared for values. Prints each candidate's
     mean and spread, best first; with --save, refits the best on all rows and writes it. The candidates of
-    a fold and seed train together as one stack of models, each as gpunet train would train it; a candidate
-    that diverges on a fold is reported as such and ranked last.
+    a fold and seed train together as one stack of models (on a GPU, every fold and seed too), each as
+    gpunet train would train it; a candidate that diverges on a fold is reported as such and ranked last.
     """
     if not data_path:
         raise click.UsageError("gpunet search needs --data (and --target)")
@@ -107,23 +107,21 @@ def report(found, folds, seeds):
 
 
 def progress(cands, seeds, folds):
-    """(on_fit, on_epoch) for search(): where stderr is a terminal, a line that says which fold trains, its epoch,
-    its candidates still training and the fits done, at most every 0.2 s; else (None, None)."""
+    """(on_fit, on_epoch) for search(): where stderr is a terminal, a line that says the training stack's epoch,
+    how many of its models still train and the fits done, at most every 0.2 s; else (None, None)."""
     if not sys.stderr.isatty():
         return None, None
     total, state = len(cands) * seeds * folds, {"done": 0, "shown": -math.inf}
-    of_seeds = f" of seed {{}} of {seeds}" if seeds > 1 else ""
 
     def say(cand, s, f, score):
         state["done"] += 1
 
-    def each(s, f, epoch, running):
+    def each(epoch, running, models):
         now = time.monotonic()
         if now - state["shown"] < 0.2:
             return
         state["shown"] = now
-        where = f"fold {f + 1} of {folds}" + of_seeds.format(s + 1)
-        click.echo(f"\r\033[K{where}: epoch {epoch}, {running} of {len(cands)} candidates training; fits done "
+        click.echo(f"\r\033[Ka stack of {models} models: epoch {epoch}, {running} training; fits done "
                    f"{state['done']} of {total}", err=True, nl=False)
 
     return say, each

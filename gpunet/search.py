@@ -4,12 +4,12 @@ several seeds, every fit with the table defaults of `gpunet train --data`, the b
 A fold's score is on rows its model never saw: each fit trains on the other folds' rows, which hold out their
 own share for early stopping, and is scored as `gpunet evaluate` scores (accuracy, or R-squared averaged
 over the targets). The candidates of one fold and seed see the same rows in the same order and differ only in
-their learning rate and weight decay: they train as one stack (gpunet/stack_train.py), each by gpunet train's
-rules, its model the one `gpunet train` would give. A candidate that diverges on a fold scores NaN there and
+their learning rate and weight decay: on the CPU they train as one stack (gpunet/stack_train.py), each by gpunet
+train's rules, its model the one `gpunet train` would give; on a GPU every fold, seed and candidate trains in one
+stack, each model with its own rows. A candidate that diverges on a fold scores NaN there and
 ranks below every finite mean.
 """
 
-import functools
 import itertools
 import math
 from dataclasses import dataclass, field, replace
@@ -19,7 +19,7 @@ import numpy as np
 from gpunet.backend import Backend, resolve
 from gpunet.data import DEFAULT_SEED, missing_targets, target_columns
 from gpunet.inference import columns, outputs, scores
-from gpunet.stack_train import train_stack
+from gpunet.stack_train import one_stack, train_stacks
 from gpunet.table_run import table_run
 from gpunet.tabular import Table, as_table, read_table
 from gpunet.train import train
@@ -71,8 +71,8 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
         folds, seeds: k of the k-fold split (drawn from the seed), and the seeds of each fit (seed, seed + 1, ...).
         backend: a resolved Backend, or its name.
         on_fit: called after each fit as on_fit(candidate, seed index, fold index, score).
-        on_epoch: called after each epoch of a fold's candidates as on_epoch(seed index, fold index, epoch,
-            candidates still training).
+        on_epoch: called after each epoch of a stack as on_epoch(epoch, models still training, models in the
+            stack).
         refit: train the best candidate on all rows (Search.best, a Result).
         delimiter, table_options: as gpunet.train's target, task, features, drop, keep, missing, delimiter.
 
@@ -92,30 +92,30 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
     seed = given.get("seed", DEFAULT_SEED)
     held_out = np.array_split(np.random.default_rng([seed, 3]).permutation(labelled), folds)
     options = {**table_options, "task": task}
+    splits = [(s, f, test) for s in range(seeds) for f, test in enumerate(held_out)]
+    # a GPU stacks every fold and seed at once; the CPU one fold and seed at a time, its rows prepared only then
+    rounds = [splits] if one_stack(backend) else [[split] for split in splits]
     diverged = None  # the first fit that diverged, raised when every candidate has
-    for s in range(seeds):
-        for f, test in enumerate(held_out):
-            each = None if on_epoch is None else functools.partial(on_epoch, s, f)
-            runs = _fit_stack(_rows(table, np.setdiff1d(labelled, test)), cands, {**given, "seed": seed + s},
-                              backend, options, each)
-            held = _rows(table, np.sort(test))
-            for cand, run in zip(cands, runs):
-                diverged = diverged or run.diverged
-                cand.diverged += run.model is None
-                cand.scores.append(math.nan if run.model is None else _score(run.model, held, backend))
-                if on_fit is not None:
-                    on_fit(cand, s, f, cand.scores[-1])
+    for part in rounds:
+        runs, where = [], []
+        for s, f, test in part:
+            config, data, _ = table_run(_rows(table, np.setdiff1d(labelled, test)), {**given, "seed": seed + s},
+                                        **options)
+            runs += [(replace(config, **cand.options), data) for cand in cands]
+            where += [(cand, s, f, test) for cand in cands]
+        each = on_epoch and (lambda g, stacks, t, running, k: on_epoch(t, running, k))
+        for (cand, s, f, test), run in zip(where, train_stacks(runs, backend, each)):
+            diverged = diverged or run.diverged
+            cand.diverged += run.model is None
+            cand.scores.append(math.nan if run.model is None else _score(run.model, _rows(table, np.sort(test)),
+                                                                         backend))
+            if on_fit is not None:
+                on_fit(cand, s, f, cand.scores[-1])
     ranked = sorted(cands, key=lambda c: -c.mean if not math.isnan(c.mean) else math.inf)
     if all(c.diverged for c in cands):
         raise diverged
     best = _fit(table, {**given, **ranked[0].options}, backend, options) if refit else None
     return Search("accuracy" if task == "classification" else "R-squared", ranked, notes, best)
-
-
-def _fit_stack(table, cands, given, backend, options, progress=None):
-    """Every candidate trained on `table` with the table defaults, as one stack: a stack_train.Run each."""
-    config, data, _ = table_run(table, given, **options)
-    return train_stack([replace(config, **cand.options) for cand in cands], data, backend, progress)
 
 
 def _fit(table, given, backend, options):

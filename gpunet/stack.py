@@ -167,6 +167,15 @@ class Stack:
         """One epoch of batches of each model's own rows (gpunet/stack_rows.py): `batches` its stack_rows.Batch
         list, xr and yr the rows they index, n (K,) each model's training rows; return each model's epoch loss
         (K,) on the host."""
+        self.steps_own(xr, yr, batches, opt)
+        s, pen = self.sums()
+        ratio = np.stack([batch.ratio for batch in batches])
+        # each batch's loss times its rows, as scikit-learn's weighted loss gives it, summed over n
+        return (ratio * (self.loss_per_sum * s + 0.5 * pen)).sum(axis=0) / n
+
+    def steps_own(self, xr, yr, batches, opt):
+        """One pass over `batches` of each model's own rows (stack_rows.Batch), every model stepped by `opt`, each
+        batch's loss sums and penalties kept (sums())."""
         self._slots(len(batches))
         opt.epoch_starts(len(batches))
         for j, batch in enumerate(batches):
@@ -174,18 +183,26 @@ class Stack:
             ws.gather_own(xr, yr, batch)
             self._inv[...] = batch.inv
             self.step(ws, j, opt)
-        s, pen = self.sums()
-        ratio = np.stack([batch.ratio for batch in batches])
-        # each batch's loss times its rows, as scikit-learn's weighted loss gives it, summed over n
-        return (ratio * (self.loss_per_sum * s + 0.5 * pen)).sum(axis=0) / n
 
-    def outputs(self, xr, rows):
-        """Each model's output activations (K, d_out, n) on the backend for its rows `rows` (K, n) (host) of xr
-        (M, d_in + 1); the rows are gathered again only when `rows` is another array."""
+    def logits(self, xr, rows):
+        """Each model's output logits z (K, d_out, n) on the backend for its rows `rows` (K, n) (host) of xr."""
+        ws = self._held(xr, rows)
+        for part in ws.parts:
+            part.forward()
+        return ws.z[-1]
+
+    def _held(self, xr, rows):
+        """The workspace of the models' rows `rows` (K, n) of xr, gathered again only when `rows` is another array."""
         ws = self.workspace(rows.shape[1], own="outputs")
         if ws.held is not rows:
             self.xp.take(xr, self.backend.asarray(rows), axis=0, out=ws.xr)
             ws.held = rows
+        return ws
+
+    def outputs(self, xr, rows):
+        """Each model's output activations (K, d_out, n) on the backend for its rows `rows` (K, n) (host) of xr
+        (M, d_in + 1); the rows are gathered again only when `rows` is another array."""
+        ws = self._held(xr, rows)
         for part in ws.parts:
             part.forward()
             if self.out_activation != "identity":
@@ -391,6 +408,16 @@ class _OutputError:
         if self.kind == "identity":
             xp.subtract(z, y, out=g)
             terms = g * g
+        elif self.kind == "softmax" and self.eps is None:  # gpunet's: log sum exp(z) - z[label], z shifted, unclipped
+            self.probabilities()
+            xp.log(self.total, out=self.total)
+            xp.multiply(z, y, out=self.zy)
+            xp.sum(self.zy, axis=1, keepdims=True, out=self.label)
+            xp.subtract(self.total, self.label, out=self.total)
+            xp.multiply(self.total, y.sum(axis=1, keepdims=True), out=self.total)  # rows with a label only
+            xp.subtract(g, y, out=g)
+            xp.matmul(self.total, self.weight.transpose(0, 2, 1), out=s.reshape(-1, 1, 1))
+            return
         else:
             self.probabilities()
             terms = loss_terms(xp, self.kind, g, y, self.eps)

@@ -1,6 +1,8 @@
-"""gpunet train's rules over a stack (gpunet/stack.py): runs that share their data, seed and architecture and differ
-in their learning rate, weight decay, momentum or Adam's numbers (a search's candidates on one fold) trained as one
-computation.
+"""gpunet train's rules over a stack (gpunet/stack.py): runs of one architecture that differ in their learning rate,
+weight decay, momentum or Adam's numbers trained as one computation. train_stack: runs that share their data and
+seed (a search's candidates on one fold), which share their batches. train_stacks: any runs, grouped (on the CPU,
+a stack per data set and seed; on a GPU, one stack of all runs alike in architecture and batch count, each model
+with its own rows: gpunet/stack_train_rows.py).
 
 Each model follows Trainer.run's rules exactly: its Adam (epsilon bias-corrected), SGD or momentum; the weight
 decay alpha w added to the gradient; the loss k S + decay / 2 sum(w^2), k of mse 1 / (n d_out), of ce 1 / n; the
@@ -26,9 +28,9 @@ from gpunet.checkpoint import SavedModel
 from gpunet.comm import Single
 from gpunet.errors import DeviceMemoryError, Diverged
 from gpunet.losses import loss_factor
-from gpunet.model import Layout, rows_with_ones
-from gpunet.stack import Stack, StackWorkspace
+from gpunet.stack import Stack
 from gpunet.stack_optim import StackAdam, StackSGD
+from gpunet.stack_train_rows import OwnPlan, OwnValidation, SharedPlan, SharedValidation
 from gpunet.train import check_fit, initial_draws, sized_for, train
 
 OUT = {"ce": "softmax", "mse": "identity", "sse": "identity"}  # the stack's output activation of each loss
@@ -64,11 +66,88 @@ def train_stack(configs, data, backend, progress=None):
     check_fit(first, data, Single())
     _, start = initial_draws(first, data)
     data = data.astype(first.dtype)
+    k = len(configs)
+    return _trained(configs, [data] * k, np.tile(start, (k, 1)), backend, progress, lambda: (
+        SharedPlan(backend, first.dtype, data, first.batch_size, first.seed, k),
+        SharedValidation(backend, first.loss, data, first.dtype) if first.early_stop else None))
+
+
+def train_stacks(runs, backend, progress=None):
+    """Train each (Config, Dataset) of `runs` as train(config, backend, data=data) would, grouped into stacks: on
+    the CPU, the runs of one data set and seed (a fold's candidates: they share their batches); on a GPU, all runs
+    of one architecture and batch count, each with its own rows (one launch per layer for them all). Return a Run
+    per run. `progress`, if given, is called after each epoch as progress(stack, stacks, epoch, models still
+    training, models in the stack).
+
+    Raises:
+        ConfigError, DeviceMemoryError: as train_stack.
+    """
+    groups = _groups(backend, runs)
+    out = [None] * len(runs)
+    for g, at in enumerate(groups):
+        each = progress and (lambda t, running, g=g, at=at: progress(g, len(groups), t, running, len(at)))
+        configs, sets = [runs[i][0] for i in at], [runs[i][1] for i in at]
+        if all(d is sets[0] and c.seed == configs[0].seed for c, d in zip(configs, sets)):
+            done = train_stack(configs, sets[0], backend, each)
+        else:
+            done = _train_own(configs, sets, backend, each)
+        for i, run in zip(at, done):
+            out[i] = run
+    return out
+
+
+def one_stack(backend):
+    """Whether runs of different data sets stack together on `backend` (a GPU's), or a stack per data set (the
+    CPU's: measured faster there, models sharing their batches)."""
+    return backend.name == "cuda"
+
+
+def _groups(backend, runs):
+    """The runs' stacks, as lists of indices into runs (see train_stacks)."""
+    keys = {}
+    for i, (config, data) in enumerate(runs):
+        if one_stack(backend):
+            sized = sized_for(config, data)
+            alike = tuple((f, v) for f, v in asdict(sized).items() if f not in (*PER_MODEL, "seed", "n", "batch_size"))
+            key = (alike, -(-len(data.x) // sized.batch_size))
+        else:
+            key = (id(data), config.seed)
+        keys.setdefault(key, []).append(i)
+    return list(keys.values())
+
+
+def _train_own(configs, sets, backend, progress):
+    """Runs of different data sets (or seeds) as one stack, each model with its own rows."""
+    configs = [sized_for(c, d) for c, d in zip(configs, sets)]
+    for c, d in zip(configs, sets):
+        check_fit(c, d, Single())
+    starts = np.stack([initial_draws(c, d)[1] for c, d in zip(configs, sets)])
+    first = configs[0]
+    distinct, of, seeds = [], [], []
+    for c, d in zip(configs, sets):
+        key = next((j for j, (e, s) in enumerate(zip(distinct, seeds)) if e is d and s == c.seed), None)
+        if key is None:
+            distinct.append(d)
+            seeds.append(c.seed)
+            key = len(distinct) - 1
+        of.append(key)
+    cast = [d.astype(first.dtype) for d in distinct]
+    return _trained(configs, [cast[j] for j in of], starts, backend, progress, lambda: (
+        OwnPlan(backend, first.dtype, cast, of, [c.batch_size for c in configs], seeds, first.loss),
+        OwnValidation(backend, first.loss, cast, of, first.dtype) if first.early_stop else None))
+
+
+def _trained(configs, sets, starts, backend, progress, plans):
+    """The Runs of configs (alike but for PER_MODEL, seed and rows) on their data sets from `starts` (K, P), the
+    rows and validation from plans() -> (plan, validation or None)."""
+    first = configs[0]
     try:
-        stack = Stack(backend, first.sizes, np.tile(start, (len(configs), 1)), first.dtype,
-                      HIDDEN[first.activation], OUT[first.loss], [c.weight_decay for c in configs], rules=first.loss)
+        stack = Stack(backend, first.sizes, starts, first.dtype, HIDDEN[first.activation], OUT[first.loss],
+                      [c.weight_decay for c in configs], rules=first.loss)
         opt = _optimizer(configs, backend, stack.params)
-        book = _Book(stack, first, data, backend, progress)
+        plan, val = plans()
+        k_train = np.array([loss_factor(first.loss, n, first.d_out) for n in plan.n])
+        book = _Book(stack, first, plan, val, k_train, backend, progress)
         with np.errstate(all="ignore"):  # a diverging run shows as a non-finite loss at its next log point
             book.train(opt)
     except Exception as e:
@@ -76,7 +155,7 @@ def train_stack(configs, data, backend, progress=None):
             raise
         raise DeviceMemoryError(f"the GPU ran out of memory training {len(configs)} models as one stack; try fewer "
                                 "candidates, a smaller --batch-size or fewer --hidden units") from None
-    return [Run(book.model(k, configs[k], data), book.diverged[k], int(book.epochs[k])) for k in range(stack.k)]
+    return [Run(book.model(k, configs[k], sets[k]), book.diverged[k], int(book.epochs[k])) for k in range(stack.k)]
 
 
 def _alone(config, data, backend, progress):
@@ -101,18 +180,13 @@ def _optimizer(configs, backend, params):
 
 class _Book:
     """The epochs of a stack under gpunet train's rules, and each model's record: epochs run, divergence, and with
-    early stopping its best log point and parameters."""
+    early stopping its best log point and parameters. plan: the rows (stack_train_rows.SharedPlan or OwnPlan);
+    val: the validation losses, or None without early stopping; k_train (K,): each model's loss factor."""
 
-    def __init__(self, stack, config, data, backend, progress=None):
+    def __init__(self, stack, config, plan, val, k_train, backend, progress=None):
         self.stack, self.config, self.backend, self.progress = stack, config, backend, progress
-        k, n = stack.k, data.n_train or len(data.x)
-        self.n, self.batch = n, min(config.batch_size or n, n)
-        self.x_rows = rows_with_ones(backend, [data.x], config.dtype)[0]
-        self.y_t = backend.asarray(data.y.T, config.dtype)
-        self.order = backend.xp.arange(n)
-        self.shuffle = None if self.batch == n else np.random.default_rng([config.seed, 2])
-        self.k_train = loss_factor(config.loss, n, config.d_out)
-        self.val = _Validation(backend, config, data) if config.early_stop and data.x_val is not None else None
+        self.plan, self.val, self.k_train = plan, val, k_train
+        k = stack.k
         self.ids = np.arange(k)  # the model of each row of the stack
         self.epochs = np.zeros(k, np.int64)
         self.diverged = [None] * k
@@ -131,8 +205,7 @@ class _Book:
                 break
             if opt.active.sum() < stack.k:  # some have stopped: the others as a smaller stack
                 stack, opt = self._shrink(stack, opt)
-            order = self.order if self.shuffle is None else self.backend.asarray(self.shuffle.permutation(self.n))
-            stack.steps(self.x_rows, self.y_t, order, self.batch, opt)
+            self.plan.epoch(stack, opt)
             self.epochs[self.ids] = t  # every row of the stack trains: one that stopped left it (_shrink)
             if not t % config.log_every or t == config.epochs:
                 for k in self._log_point(stack, t):
@@ -144,9 +217,9 @@ class _Book:
 
     def _shrink(self, stack, opt):
         keep = np.flatnonzero(opt.active)
-        self.ids = self.ids[keep]
+        self.ids, self.k_train, self.plan = self.ids[keep], self.k_train[keep], self.plan.select(keep)
         if self.val is not None:
-            self.best = self.best[self.backend.asarray(keep)]
+            self.best, self.val = self.best[self.backend.asarray(keep)], self.val.select(keep)
         return stack.select(keep), opt.select(keep)
 
     def _log_point(self, stack, t):
@@ -196,35 +269,3 @@ class _Book:
         flat = self.params[i].astype(config.dtype)
         return SavedModel(config.sizes, flat, data.x_scaler, data.y_scaler, data.input_names, data.target_names,
                           asdict(config), __version__, data.classes, data.prep, metrics)
-
-
-class _Validation:
-    """The validation rows in a workspace of their own, and each model's validation loss as Monitor.validation
-    takes it: k S + decay / 2 sum(w^2), in float64 on the host from the stacked outputs."""
-
-    def __init__(self, backend, config, data):
-        self.backend, self.config = backend, config
-        self.x_rows = rows_with_ones(backend, [data.x_val], config.dtype)[0]
-        self.y = data.y_val.T.astype(np.float64)  # (d_out, n_val)
-        self.known, self.y_flat = self.y.sum(axis=0), self.y.ravel()  # 1 for a row with a known label; y as a vector
-        self.k_val = loss_factor(config.loss, data.n_val or len(data.x_val), config.d_out)
-        self.mask = None
-        self.ws = None
-
-    def losses(self, stack):
-        """(K,) each model's validation loss at its current parameters."""
-        if self.ws is None or self.ws.stack is not stack:
-            self.ws = StackWorkspace(stack, self.x_rows.shape[0])
-            self.ws.x_rows[...] = self.x_rows
-            self.mask = self.backend.asarray(Layout(stack.layout.sizes).on_weights(), stack.dtype)
-        for part in self.ws.parts:
-            part.forward()
-        z = self.backend.to_numpy(self.ws.z[-1]).astype(np.float64)  # (K, d_out, n_val)
-        if self.config.loss == "ce":  # -log p[label] = log sum exp(z) - z[label], z shifted to a largest logit of 0
-            z -= z.max(axis=1, keepdims=True)  # as the loss of one model takes it (no cancellation of large logits)
-            s = np.log(np.exp(z).sum(axis=1)) @ self.known - z.reshape(z.shape[0], -1) @ self.y_flat
-        else:
-            z -= self.y
-            s = np.einsum("kij,kij->k", z, z)
-        squares = self.backend.to_numpy(stack.params**2 @ self.mask).astype(np.float64)
-        return self.k_val * s + stack.alpha / 2 * squares

@@ -92,5 +92,22 @@ def test_a_terminal_sees_which_fold_trains_and_how_many_candidates_still_do(monk
     search(IRIS, dict(epochs=30, hidden=(8,)), candidates([1e-2, 1e-3]), folds=2, refit=False, target="species",
            on_fit=say, on_epoch=each)
     lines = capsys.readouterr().err.split("\r\033[K")
-    assert "fold 1 of 2: epoch 1, 2 of 2 candidates training; fits done 0 of 4" in lines
-    assert "fold 2 of 2: epoch 30, 2 of 2 candidates training; fits done 2 of 4" in lines
+    assert "a stack of 2 models: epoch 1, 2 training; fits done 0 of 4" in lines  # the first fold's
+    assert "a stack of 2 models: epoch 30, 2 training; fits done 2 of 4" in lines  # the second's last epoch
+
+
+def test_a_gpus_single_stack_of_every_fold_and_seed_scores_as_the_cpus_stacks(monkeypatch):
+    from gpunet import search as search_module
+    from gpunet import stack_train
+
+    given = dict(epochs=40, hidden=(8,), batch_size=32, dtype="float64")
+    cpu = search(IRIS, given, candidates([1e-2, 3e-3], [1e-3, 0.0]), folds=3, seeds=2, refit=False, target="species")
+    for module in (search_module, stack_train):
+        monkeypatch.setattr(module, "one_stack", lambda backend: True)
+    seen = []
+    one = search(IRIS, given, candidates([1e-2, 3e-3], [1e-3, 0.0]), folds=3, seeds=2, refit=False, target="species",
+                 on_epoch=lambda t, running, models: seen.append(models))
+    assert set(seen) == {24}  # 4 candidates x 3 folds x 2 seeds, one stack
+    assert [c.options for c in one.ranked] == [c.options for c in cpu.ranked]
+    for a, b in zip(one.ranked, cpu.ranked):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-12)

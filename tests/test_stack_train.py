@@ -184,3 +184,65 @@ def test_a_stack_of_one_is_trains_own_run():
     configs, data = _configs(os.path.join(EXAMPLES, "diabetes.csv"), None, dict(epochs=5, optimizer="sgd"), [(50.0, 0.0)])
     run = train_stack(configs, data, resolve("cpu"))[0]
     assert run.model is None and isinstance(run.diverged, Diverged)
+
+
+def _fold_runs(path, target, given, runs=RUNS[:3], folds=3, seeds=(42, 7)):
+    """(config, Dataset) for every fold (rows held out as gpunet search holds them out), seed and (lr, decay)."""
+    table = read_table(path)
+    held = np.array_split(np.random.default_rng([1, 3]).permutation(len(table.columns[0])), folds)
+    out = []
+    for test in held:
+        rows = np.setdiff1d(np.arange(len(table.columns[0])), test)
+        part = type(table)(table.names, [c[rows] for c in table.columns], table.path, named=table.named)
+        for seed in seeds:
+            config, data, _ = table_run(part, {"dtype": "float64", "seed": seed, **given}, target=target)
+            for lr, wd in runs:
+                out.append((replace(config, lr=lr, **({} if wd is None else {"weight_decay": wd})), data))
+    return out
+
+
+OWN_CASES = {
+    "adam, shuffled mini-batches, early stopping": ("iris.csv", "species", dict(epochs=120, batch_size=32)),
+    "adam, the whole batch of each fold": ("iris.csv", "species", dict(epochs=80, hidden=(8,))),
+    "momentum, tanh, regression": ("diabetes.csv", None, dict(epochs=40, batch_size=64, optimizer="momentum",
+                                                             activation="tanh", init="glorot")),
+    "sse, sgd, a divergence": ("diabetes.csv", None, dict(epochs=15, batch_size=100, optimizer="sgd", loss="sse"),
+                               [(1e-5, 0.0), (3e-3, 0.0)]),
+}
+
+
+@pytest.mark.parametrize("case", OWN_CASES)
+def test_folds_and_seeds_as_one_stack_each_with_its_own_rows(case, monkeypatch):
+    """A GPU's grouping (forced here): every fold, seed and candidate in one stack, each model gathering its own
+    rows in its own order; each run is still train()'s."""
+    name, target, given, *runs = OWN_CASES[case]
+    pairs = _fold_runs(os.path.join(EXAMPLES, name), target, given, *runs)
+    monkeypatch.setattr(stack_train, "one_stack", lambda backend: True)
+    seen = []
+    stacked = stack_train.train_stacks(pairs, resolve("cpu"), lambda *a: seen.append(a))
+    assert {a[1] for a in seen} == {1} and seen[0][4] == len(pairs)  # one stack of all the runs
+    alone = []
+    for config, data in pairs:
+        alone += _alone([config], data)
+    _assert_as_alone(stacked, alone)
+    assert any(isinstance(a, Diverged) for a in alone) == ("divergence" in case)
+
+
+def test_the_cpu_stacks_a_fold_and_seed_at_a_time():
+    pairs = _fold_runs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=20))
+    seen = []
+    stacked = stack_train.train_stacks(pairs, resolve("cpu"), lambda *a: seen.append(a))
+    assert {a[1] for a in seen} == {6} and {a[4] for a in seen} == {3}  # 3 folds x 2 seeds, of 3 candidates each
+    _assert_as_alone(stacked, [a for c, d in pairs for a in _alone([c], d)])
+
+
+def test_a_cupy_stand_in_stacks_every_fold_and_seed_and_gives_the_hosts_models(monkeypatch):
+    pairs = _fold_runs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=30, batch_size=32))
+    on_host = stack_train.train_stacks(pairs, resolve("cpu"))
+    fake_device.install(monkeypatch)
+    seen = []
+    on_device = stack_train.train_stacks(pairs, resolve("cuda"), lambda *a: seen.append(a))
+    assert {a[1] for a in seen} == {1}  # one stack on the "GPU"
+    for a, b in zip(on_host, on_device):
+        assert type(b.model.params) is np.ndarray and a.epochs_run == b.epochs_run
+        np.testing.assert_allclose(b.model.params, a.model.params, rtol=0, atol=1e-11)
