@@ -5,8 +5,8 @@ A fold's score is on rows its model never saw: each fit trains on the other fold
 own share for early stopping, and is scored as `gpunet evaluate` scores (accuracy, or R-squared averaged
 over the targets). The candidates of one fold and seed see the same rows in the same order and differ only in
 their learning rate and weight decay: on the CPU they train as one stack (gpunet/stack_train.py), each by gpunet
-train's rules, its model the one `gpunet train` would give; on a GPU every fold, seed and candidate trains in one
-stack, each model with its own rows. A candidate that diverges on a fold scores NaN there and
+train's rules, its model the one `gpunet train` would give; on a GPU, and on the CPU where each epoch is one whole
+batch, every fold, seed and candidate trains in one stack, each model with its own rows (stack_train.one_stack). A candidate that diverges on a fold scores NaN there and
 ranks below every finite mean.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from gpunet.backend import Backend, resolve
 from gpunet.data import DEFAULT_SEED, missing_targets, target_columns
 from gpunet.inference import columns, outputs, scores
-from gpunet.stack_train import one_stack, train_stacks
+from gpunet.stack_train import one_stack, train_stacks, whole_batch
 from gpunet.table_run import table_run
 from gpunet.tabular import Table, as_table, read_table
 from gpunet.train import train
@@ -92,17 +92,10 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
     seed = given.get("seed", DEFAULT_SEED)
     held_out = np.array_split(np.random.default_rng([seed, 3]).permutation(labelled), folds)
     options = {**table_options, "task": task}
-    splits = [(s, f, test) for s in range(seeds) for f, test in enumerate(held_out)]
-    # a GPU stacks every fold and seed at once; the CPU one fold and seed at a time, its rows prepared only then
-    rounds = [splits] if one_stack(backend) else [[split] for split in splits]
+    splits = [(seed + s, s, f, test) for s in range(seeds) for f, test in enumerate(held_out)]
+    prepared = (_prepared(table, labelled, split, cands, given, options) for split in splits)
     diverged = None  # the first fit that diverged, raised when every candidate has
-    for part in rounds:
-        runs, where = [], []
-        for s, f, test in part:
-            config, data, _ = table_run(_rows(table, np.setdiff1d(labelled, test)), {**given, "seed": seed + s},
-                                        **options)
-            runs += [(replace(config, **cand.options), data) for cand in cands]
-            where += [(cand, s, f, test) for cand in cands]
+    for runs, where in _rounds(prepared, backend):
         each = on_epoch and (lambda g, stacks, t, running, k: on_epoch(t, running, k))
         for (cand, s, f, test), run in zip(where, train_stacks(runs, backend, each)):
             diverged = diverged or run.diverged
@@ -116,6 +109,29 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
         raise diverged
     best = _fit(table, {**given, **ranked[0].options}, backend, options) if refit else None
     return Search("accuracy" if task == "classification" else "R-squared", ranked, notes, best)
+
+
+def _prepared(table, labelled, split, cands, given, options):
+    """(runs, where) of one split (seed, seed index, fold index, held-out rows): each candidate's (Config, Dataset)
+    on the split's training rows, and its (candidate, seed index, fold index, held-out rows)."""
+    seed, s, f, test = split
+    config, data, _ = table_run(_rows(table, np.setdiff1d(labelled, test)), {**given, "seed": seed}, **options)
+    return [(replace(config, **cand.options), data) for cand in cands], [(cand, s, f, test) for cand in cands]
+
+
+def _rounds(prepared, backend):
+    """The splits' runs to train together: all at once where they stack together (on a GPU, or where each epoch is
+    one whole batch), else split by split, each prepared only when it trains."""
+    first = next(prepared)
+    if not one_stack(backend, whole_batch(*first[0][0])):
+        yield first
+        yield from prepared
+        return
+    runs, where = list(first[0]), list(first[1])
+    for more, at in prepared:
+        runs += more
+        where += at
+    yield runs, where
 
 
 def _fit(table, given, backend, options):

@@ -92,8 +92,8 @@ def test_a_terminal_sees_which_fold_trains_and_how_many_candidates_still_do(monk
     search(IRIS, dict(epochs=30, hidden=(8,)), candidates([1e-2, 1e-3]), folds=2, refit=False, target="species",
            on_fit=say, on_epoch=each)
     lines = capsys.readouterr().err.split("\r\033[K")
-    assert "a stack of 2 models: epoch 1, 2 training; fits done 0 of 4" in lines  # the first fold's
-    assert "a stack of 2 models: epoch 30, 2 training; fits done 2 of 4" in lines  # the second's last epoch
+    assert "a stack of 4 models: epoch 1, 4 training; fits done 0 of 4" in lines  # whole batches: both folds at once
+    assert "a stack of 4 models: epoch 30, 4 training; fits done 0 of 4" in lines
 
 
 def test_a_gpus_single_stack_of_every_fold_and_seed_scores_as_the_cpus_stacks(monkeypatch):
@@ -103,7 +103,7 @@ def test_a_gpus_single_stack_of_every_fold_and_seed_scores_as_the_cpus_stacks(mo
     given = dict(epochs=40, hidden=(8,), batch_size=32, dtype="float64")
     cpu = search(IRIS, given, candidates([1e-2, 3e-3], [1e-3, 0.0]), folds=3, seeds=2, refit=False, target="species")
     for module in (search_module, stack_train):
-        monkeypatch.setattr(module, "one_stack", lambda backend: True)
+        monkeypatch.setattr(module, "one_stack", lambda *a: True)
     seen = []
     one = search(IRIS, given, candidates([1e-2, 3e-3], [1e-3, 0.0]), folds=3, seeds=2, refit=False, target="species",
                  on_epoch=lambda t, running, models: seen.append(models))

@@ -217,7 +217,7 @@ def test_folds_and_seeds_as_one_stack_each_with_its_own_rows(case, monkeypatch):
     rows in its own order; each run is still train()'s."""
     name, target, given, *runs = OWN_CASES[case]
     pairs = _fold_runs(os.path.join(EXAMPLES, name), target, given, *runs)
-    monkeypatch.setattr(stack_train, "one_stack", lambda backend: True)
+    monkeypatch.setattr(stack_train, "one_stack", lambda *a: True)
     seen = []
     stacked = stack_train.train_stacks(pairs, resolve("cpu"), lambda *a: seen.append(a))
     assert {a[1] for a in seen} == {1} and seen[0][4] == len(pairs)  # one stack of all the runs
@@ -228,11 +228,13 @@ def test_folds_and_seeds_as_one_stack_each_with_its_own_rows(case, monkeypatch):
     assert any(isinstance(a, Diverged) for a in alone) == ("divergence" in case)
 
 
-def test_the_cpu_stacks_a_fold_and_seed_at_a_time():
-    pairs = _fold_runs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=20))
+@pytest.mark.parametrize("batch_size, stacks", [(32, 6), (None, 1)])
+def test_the_cpu_stacks_a_fold_and_seed_at_a_time_unless_its_batches_are_whole(batch_size, stacks):
+    given = dict(epochs=20, **({} if batch_size is None else {"batch_size": batch_size}))
+    pairs = _fold_runs(os.path.join(EXAMPLES, "iris.csv"), "species", given)
     seen = []
     stacked = stack_train.train_stacks(pairs, resolve("cpu"), lambda *a: seen.append(a))
-    assert {a[1] for a in seen} == {6} and {a[4] for a in seen} == {3}  # 3 folds x 2 seeds, of 3 candidates each
+    assert {a[1] for a in seen} == {stacks} and {a[4] for a in seen} == {18 // stacks}  # 3 folds x 2 seeds x 3
     _assert_as_alone(stacked, [a for c, d in pairs for a in _alone([c], d)])
 
 
