@@ -76,8 +76,8 @@ def train_stacks(runs, backend, progress=None):
     """Train each (Config, Dataset) of `runs` as train(config, backend, data=data) would, grouped into stacks
     (one_stack): on the CPU, the runs of one data set and seed (a fold's candidates: they share their batches),
     except where each epoch is one whole batch; on a GPU, all runs of one architecture and batch count, each with
-    its own rows (one launch per layer for them all). Return a Run per run. `progress`, if given, is called after each epoch as progress(stack, stacks, epoch, models still
-    training, models in the stack).
+    its own rows (one launch per layer for them all). Return a Run per run. `progress`, if given, is called after
+    each epoch as progress(stack, stacks, epoch, models still training, models in the stack).
 
     Raises:
         ConfigError, DeviceMemoryError: as train_stack.
@@ -87,7 +87,7 @@ def train_stacks(runs, backend, progress=None):
     for g, at in enumerate(groups):
         each = progress and (lambda t, running, g=g, at=at: progress(g, len(groups), t, running, len(at)))
         configs, sets = [runs[i][0] for i in at], [runs[i][1] for i in at]
-        if all(d is sets[0] and c.seed == configs[0].seed for c, d in zip(configs, sets)):
+        if len(at) == 1 or all(d is sets[0] and c.seed == configs[0].seed for c, d in zip(configs, sets)):
             done = train_stack(configs, sets[0], backend, each)
         else:
             done = _train_own(configs, sets, backend, each)
@@ -116,7 +116,8 @@ def _groups(backend, runs):
     for i, (config, data) in enumerate(runs):
         if one_stack(backend, whole_batch(config, data)):
             sized = sized_for(config, data)
-            alike = tuple((f, v) for f, v in asdict(sized).items() if f not in (*PER_MODEL, "seed", "n", "batch_size"))
+            free = (*PER_MODEL, "seed", "n", "batch_size")  # what may differ between the runs of such a stack
+            alike = tuple((f, v) for f, v in asdict(sized).items() if f not in free)
             key = (alike, -(-len(data.x) // sized.batch_size))
         else:
             key = (id(data), config.seed)

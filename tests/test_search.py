@@ -71,7 +71,8 @@ def test_a_search_whose_every_candidate_diverges_fails_as_train_does():
 
 
 def test_a_score_that_is_nan_without_a_divergence_is_shown_not_raised(tmp_path):
-    """R-squared on one held-out row is undefined (NaN): the candidate is not said to diverge, nor the search to fail."""
+    """R-squared on one held-out row is undefined (NaN): the candidate is not said to diverge, nor the search to
+    fail."""
     rows = open(DIABETES).read().splitlines()[:13]
     (tmp_path / "twelve.csv").write_text("\n".join(rows) + "\n")
     r = run("search", "--backend", "cpu", "--data", tmp_path / "twelve.csv", "--task", "regression", "--folds", "12",

@@ -181,7 +181,8 @@ def test_a_stack_of_one_is_trains_own_run():
     alone = train(configs[0], backend="cpu", data=data)
     np.testing.assert_array_equal(run.model.params, alone.flat_params)
     assert run.epochs_run == alone.epochs_run and seen[-1] == (alone.epochs_run, 1)
-    configs, data = _configs(os.path.join(EXAMPLES, "diabetes.csv"), None, dict(epochs=5, optimizer="sgd"), [(50.0, 0.0)])
+    configs, data = _configs(os.path.join(EXAMPLES, "diabetes.csv"), None, dict(epochs=5, optimizer="sgd"),
+                             [(50.0, 0.0)])
     run = train_stack(configs, data, resolve("cpu"))[0]
     assert run.model is None and isinstance(run.diverged, Diverged)
 
