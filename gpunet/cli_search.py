@@ -108,8 +108,9 @@ def report(found, folds, seeds):
 
 
 def progress(cands, seeds, folds):
-    """(on_fit, on_epoch) for search(): where stderr is a terminal, a line that says the training stack's epoch,
-    how many of its models still train and the fits done, at most every 0.2 s; else (None, None)."""
+    """(on_fit, on_epoch) for search(): where stderr is a terminal, a line that says which stack trains (a stack
+    per fold and seed, or one of them all), its epoch, how many of its models still train and the fits done, at
+    most every 0.2 s; else (None, None)."""
     if not sys.stderr.isatty():
         return None, None
     total, state = len(cands) * seeds * folds, {"done": 0, "shown": -math.inf}
@@ -117,12 +118,12 @@ def progress(cands, seeds, folds):
     def say(cand, s, f, score):
         state["done"] += 1
 
-    def each(epoch, running, models):
+    def each(stack, stacks, epoch, running, models):
         now = time.monotonic()
         if now - state["shown"] < 0.2:
             return
         state["shown"] = now
-        click.echo(f"\r\033[Ka stack of {models} models: epoch {epoch}, {running} training; fits done "
-                   f"{state['done']} of {total}", err=True, nl=False)
+        click.echo(f"\r\033[Kstack {stack + 1} of {stacks} ({models} model{'s' * (models > 1)}): epoch {epoch}, "
+                   f"{running} training; fits done {state['done']} of {total}", err=True, nl=False)
 
     return say, each

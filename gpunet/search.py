@@ -19,7 +19,7 @@ import numpy as np
 from gpunet.backend import Backend, resolve
 from gpunet.data import DEFAULT_SEED, missing_targets, target_columns
 from gpunet.inference import columns, outputs, scores
-from gpunet.stack_train import one_stack, train_stacks, whole_batch
+from gpunet.stack_train import one_stack, small_whole_batch, train_stacks
 from gpunet.table_run import table_run
 from gpunet.tabular import Table, as_table, read_table
 from gpunet.train import train
@@ -71,8 +71,8 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
         folds, seeds: k of the k-fold split (drawn from the seed), and the seeds of each fit (seed, seed + 1, ...).
         backend: a resolved Backend, or its name.
         on_fit: called after each fit as on_fit(candidate, seed index, fold index, score).
-        on_epoch: called after each epoch of a stack as on_epoch(epoch, models still training, models in the
-            stack).
+        on_epoch: called after each epoch of a stack as on_epoch(stack index, stacks, epoch, models still training,
+            models in the stack): a stack per fold and seed, or one of them all (a GPU's, or a small table's).
         refit: train the best candidate on all rows (Search.best, a Result).
         delimiter, table_options: as gpunet.train's target, task, features, drop, keep, missing, delimiter.
 
@@ -95,8 +95,9 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
     splits = [(seed + s, s, f, test) for s in range(seeds) for f, test in enumerate(held_out)]
     prepared = (_prepared(table, labelled, split, cands, given, options) for split in splits)
     diverged = None  # the first fit that diverged, raised when every candidate has
-    for runs, where in _rounds(prepared, backend):
-        each = on_epoch and (lambda g, stacks, t, running, k: on_epoch(t, running, k))
+    for r, (runs, where, rounds) in enumerate(_rounds(prepared, backend, len(splits))):
+        each = on_epoch and (lambda g, stacks, t, running, k, r=r, rounds=rounds: on_epoch(
+            r + g, max(rounds, stacks), t, running, k))
         for (cand, s, f, test), run in zip(where, train_stacks(runs, backend, each)):
             diverged = diverged or run.diverged
             cand.diverged += run.model is None
@@ -119,19 +120,21 @@ def _prepared(table, labelled, split, cands, given, options):
     return [(replace(config, **cand.options), data) for cand in cands], [(cand, s, f, test) for cand in cands]
 
 
-def _rounds(prepared, backend):
-    """The splits' runs to train together: all at once where they stack together (on a GPU, or where each epoch is
-    one whole batch), else split by split, each prepared only when it trains."""
+def _rounds(prepared, backend, count):
+    """(runs, where, rounds) of the `count` splits' runs to train together: all at once where they stack together
+    (stack_train.one_stack: on a GPU, or small tables in whole batches), else split by split, each prepared only
+    when it trains."""
     first = next(prepared)
-    if not one_stack(backend, whole_batch(*first[0][0])):
-        yield first
-        yield from prepared
+    if not one_stack(backend, small_whole_batch(*first[0][0])):
+        yield (*first, count)
+        for more in prepared:
+            yield (*more, count)
         return
     runs, where = list(first[0]), list(first[1])
     for more, at in prepared:
         runs += more
         where += at
-    yield runs, where
+    yield runs, where, 1
 
 
 def _fit(table, given, backend, options):

@@ -87,7 +87,9 @@ def train_stacks(runs, backend, progress=None):
     for g, at in enumerate(groups):
         each = progress and (lambda t, running, g=g, at=at: progress(g, len(groups), t, running, len(at)))
         configs, sets = [runs[i][0] for i in at], [runs[i][1] for i in at]
-        if len(at) == 1 or all(d is sets[0] and c.seed == configs[0].seed for c, d in zip(configs, sets)):
+        shared = all(d is sets[0] and c.seed == configs[0].seed and c.batch_size == configs[0].batch_size
+                     for c, d in zip(configs, sets))
+        if len(at) == 1 or shared:
             done = train_stack(configs, sets[0], backend, each)
         else:
             done = _train_own(configs, sets, backend, each)
@@ -96,33 +98,41 @@ def train_stacks(runs, backend, progress=None):
     return out
 
 
-def one_stack(backend, whole):
+SMALL = 1 << 17  # the inputs' numbers (rows x (features + 1)) of a data set the CPU stacks with others
+
+
+def one_stack(backend, small):
     """Whether runs of different data sets stack together on `backend`, each model with its own rows: on a GPU; on
-    the CPU where each epoch is one `whole` batch (its rows gathered once), else a stack per data set, whose models
-    share their batches. Measured on the CPU (gpunet search, 6 candidates x 3 folds, the table defaults): iris
-    (whole batches) 0.80 s in one stack against 1.32 s in a stack per fold; digits (batches of 200) 13.6 s
-    against 10.8 s."""
-    return backend.name == "cuda" or whole
+    the CPU where each epoch is one whole batch of a `small` data set (its rows gathered once, each model's copy of
+    them cheap), else a stack per data set, whose models share their batches. Measured on the CPU (gpunet search,
+    6 candidates x 3 folds, the table defaults): iris (whole batches) 0.80 s in one stack against 1.32 s in a stack
+    per fold; digits (batches of 200) 13.6 s against 10.8 s."""
+    return backend.name == "cuda" or small
 
 
-def whole_batch(config, data):
-    """Whether `config` trains on `data` in whole batches (one per epoch)."""
-    return (config.batch_size or len(data.x)) >= len(data.x)
+def small_whole_batch(config, data):
+    """Whether `config` trains on `data` in whole batches (one per epoch) of at most SMALL inputs' numbers."""
+    n = len(data.x)
+    return (config.batch_size or n) >= n and n * (data.x.shape[1] + 1) <= SMALL
 
 
 def _groups(backend, runs):
     """The runs' stacks, as lists of indices into runs (see train_stacks)."""
     keys = {}
     for i, (config, data) in enumerate(runs):
-        if one_stack(backend, whole_batch(config, data)):
-            sized = sized_for(config, data)
+        sized = sized_for(config, data)
+        if one_stack(backend, small_whole_batch(config, data)):
             free = (*PER_MODEL, "seed", "n", "batch_size")  # what may differ between the runs of such a stack
-            alike = tuple((f, v) for f, v in asdict(sized).items() if f not in free)
-            key = (alike, -(-len(data.x) // sized.batch_size))
-        else:
-            key = (id(data), config.seed)
+            key = (_alike(sized, free), -(-len(data.x) // (sized.batch_size or len(data.x))))
+        else:  # runs that share their batches: one data set and seed, alike but in PER_MODEL
+            key = (id(data), _alike(sized, PER_MODEL))
         keys.setdefault(key, []).append(i)
     return list(keys.values())
+
+
+def _alike(config, free):
+    """What must be alike in the runs of one stack: config's fields but those in `free`, as a hashable tuple."""
+    return tuple((f, v) for f, v in asdict(config).items() if f not in free)
 
 
 def _train_own(configs, sets, backend, progress):
@@ -142,7 +152,8 @@ def _train_own(configs, sets, backend, progress):
         of.append(key)
     cast = [d.astype(first.dtype) for d in distinct]
     return _trained(configs, [cast[j] for j in of], starts, backend, progress, lambda: (
-        OwnPlan(backend, first.dtype, cast, of, [c.batch_size for c in configs], seeds, first.loss),
+        OwnPlan(backend, first.dtype, cast, of, [c.batch_size or len(d.x) for c, d in zip(configs, sets)], seeds,
+                first.loss),
         OwnValidation(backend, first.loss, cast, of, first.dtype) if first.early_stop else None))
 
 

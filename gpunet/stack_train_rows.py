@@ -134,7 +134,8 @@ class OwnValidation:
         width, cols = sizes.max(), np.arange(sizes.max())
         n = sizes[self.of]
         self.valid = cols[None, :] < n[:, None]  # (K, width)
-        self.rows = np.where(self.valid, starts[self.of][:, None] + np.minimum(cols[None, :], n[:, None] - 1), 0)
+        # past a model's rows, its last row again (its own: finite where its rows are), counted for nothing
+        self.rows = starts[self.of][:, None] + np.minimum(cols[None, :], n[:, None] - 1)
         ys = [np.zeros((width, d.y.shape[1])) for d in sets]
         for y, d in zip(ys, sets):
             y[: len(d.y_val)] = d.y_val
@@ -150,7 +151,7 @@ class OwnValidation:
 
     def losses(self, stack):
         z = self.backend.to_numpy(stack.logits(self.xr, self.rows)).astype(np.float64)
-        z *= self.valid[:, None, :]  # padding rows: logits 0 and no target, so they add nothing
+        z = np.where(self.valid[:, None, :], z, 0.0)  # padding rows: logits 0 and no target, so they add nothing
         return self.k_val * _loss_sums(self.loss, z, self.y, self.valid) + _penalties(stack, self)
 
 

@@ -82,19 +82,23 @@ def test_a_score_that_is_nan_without_a_divergence_is_shown_not_raised(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["candidates"][0]["diverged"] == 0
 
 
-def test_a_terminal_sees_which_fold_trains_and_how_many_candidates_still_do(monkeypatch, capsys):
+def test_a_terminal_sees_which_stack_trains_and_how_many_of_its_models_still_do(monkeypatch, capsys):
     import sys
 
     from gpunet import cli_search
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     monkeypatch.setattr(cli_search.time, "monotonic", iter(range(0, 10**6)).__next__)  # 1 s between calls
-    say, each = cli_search.progress(candidates([1e-2, 1e-3]), 1, 2)
-    search(IRIS, dict(epochs=30, hidden=(8,)), candidates([1e-2, 1e-3]), folds=2, refit=False, target="species",
-           on_fit=say, on_epoch=each)
-    lines = capsys.readouterr().err.split("\r\033[K")
-    assert "a stack of 4 models: epoch 1, 4 training; fits done 0 of 4" in lines  # whole batches: both folds at once
-    assert "a stack of 4 models: epoch 30, 4 training; fits done 0 of 4" in lines
+    for given, first, last in [
+        (dict(epochs=30, hidden=(8,)), "stack 1 of 1 (4 models): epoch 1, 4 training; fits done 0 of 4",  # small
+         "stack 1 of 1 (4 models): epoch 30, 4 training; fits done 0 of 4"),  # whole batches: both folds at once
+        (dict(epochs=30, hidden=(8,), batch_size=16), "stack 1 of 2 (2 models): epoch 1, 2 training; fits done 0 of 4",
+         "stack 2 of 2 (2 models): epoch 30, 2 training; fits done 2 of 4")]:  # in batches: a stack per fold
+        say, each = cli_search.progress(candidates([1e-2, 1e-3]), 1, 2)
+        search(IRIS, given, candidates([1e-2, 1e-3]), folds=2, refit=False, target="species", on_fit=say,
+               on_epoch=each)
+        lines = capsys.readouterr().err.split("\r\033[K")
+        assert first in lines and last in lines
 
 
 def test_a_gpus_single_stack_of_every_fold_and_seed_scores_as_the_cpus_stacks(monkeypatch):
@@ -107,8 +111,14 @@ def test_a_gpus_single_stack_of_every_fold_and_seed_scores_as_the_cpus_stacks(mo
         monkeypatch.setattr(module, "one_stack", lambda *a: True)
     seen = []
     one = search(IRIS, given, candidates([1e-2, 3e-3], [1e-3, 0.0]), folds=3, seeds=2, refit=False, target="species",
-                 on_epoch=lambda t, running, models: seen.append(models))
+                 on_epoch=lambda stack, stacks, t, running, models: seen.append(models))
     assert set(seen) == {24}  # 4 candidates x 3 folds x 2 seeds, one stack
     assert [c.options for c in one.ranked] == [c.options for c in cpu.ranked]
     for a, b in zip(one.ranked, cpu.ranked):
         np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=1e-12)
+
+
+def test_a_search_in_whole_batches_given_as_none():
+    found = search(IRIS, dict(epochs=5, batch_size=None), candidates([1e-2, 1e-3]), folds=3, refit=False,
+                   target="species")
+    assert [len(c.scores) for c in found.ranked] == [3, 3] and not any(c.diverged for c in found.ranked)

@@ -249,3 +249,25 @@ def test_a_cupy_stand_in_stacks_every_fold_and_seed_and_gives_the_hosts_models(m
     for a, b in zip(on_host, on_device):
         assert type(b.model.params) is np.ndarray and a.epochs_run == b.epochs_run
         np.testing.assert_allclose(b.model.params, a.model.params, rtol=0, atol=1e-11)
+
+
+def test_runs_unlike_in_more_than_the_optimizers_numbers_train_in_stacks_of_their_own():
+    """Any runs: a whole batch (batch_size None), other architectures and batch sizes on the same data and seed."""
+    configs, data = _configs(os.path.join(EXAMPLES, "iris.csv"), "species", dict(epochs=20, batch_size=40), RUNS[:2])
+    more = [replace(configs[0], hidden=(7,)), replace(configs[1], batch_size=45), replace(configs[0], batch_size=None)]
+    pairs = [(c, data) for c in configs + more]
+    for grouping in (lambda *a: True, stack_train.one_stack):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(stack_train, "one_stack", grouping)
+            _assert_as_alone(stack_train.train_stacks(pairs, resolve("cpu")), _alone([c for c, _ in pairs], data))
+
+
+def test_the_cpu_stacks_folds_together_only_for_small_tables_in_whole_batches():
+    from types import SimpleNamespace
+
+    from gpunet.config import Config
+
+    cpu, table = resolve("cpu"), lambda rows, features: SimpleNamespace(x=np.zeros((rows, features)))
+    assert stack_train.one_stack(cpu, stack_train.small_whole_batch(Config(batch_size=200), table(150, 4)))
+    assert not stack_train.one_stack(cpu, stack_train.small_whole_batch(Config(batch_size=200), table(1000, 4)))
+    assert not stack_train.one_stack(cpu, stack_train.small_whole_batch(Config(batch_size=None), table(10000, 100)))
