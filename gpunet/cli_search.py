@@ -54,8 +54,8 @@ def search_cmd(data_path, target, task, features, drop, keep, missing, delimiter
     Each candidate is trained on k - 1 folds (holding out its own share for early stopping) and scored on
     the k-th, for every fold and seed: accuracy for classes, R-squared for values. Prints each candidate's
     mean and spread, best first; with --save, refits the best on all rows and writes it. The candidates of
-    a fold and seed train together as one stack of models (on a GPU, or with whole batches, every fold and
-    seed too), each as gpunet train would train it; a candidate that diverges on a fold is reported as
+    a fold and seed train together as one stack of models (on a GPU, or for a small table in whole batches,
+    every fold and seed too), each as gpunet train would train it; a candidate that diverges on a fold is reported as
     such and ranked last.
     """
     if not data_path:

@@ -5,8 +5,9 @@ A fold's score is on rows its model never saw: each fit trains on the other fold
 own share for early stopping, and is scored as `gpunet evaluate` scores (accuracy, or R-squared averaged
 over the targets). The candidates of one fold and seed see the same rows in the same order and differ only in
 their learning rate and weight decay: on the CPU they train as one stack (gpunet/stack_train.py), each by gpunet
-train's rules, its model the one `gpunet train` would give; on a GPU, and on the CPU where each epoch is one whole
-batch, every fold, seed and candidate trains in one stack, each model with its own rows (stack_train.one_stack).
+train's rules, its model the one `gpunet train` would give; on a GPU, and on the CPU for a small table whose
+epochs are one whole batch, every fold, seed and candidate trains in one stack, each model with its own rows
+(stack_train.one_stack).
 A candidate that diverges on a fold scores NaN there and ranks below every finite mean.
 """
 
