@@ -20,7 +20,7 @@ import numpy as np
 from gpunet.backend import Backend, resolve
 from gpunet.data import DEFAULT_SEED, missing_targets, target_columns
 from gpunet.inference import columns, outputs, scores
-from gpunet.stack_train import one_stack, small_whole_batch, train_stacks
+from gpunet.stack_train import one_stack, train_stacks
 from gpunet.table_run import table_run
 from gpunet.tabular import Table, as_table, read_table
 from gpunet.train import train
@@ -123,10 +123,10 @@ def _prepared(table, labelled, split, cands, given, options):
 
 def _rounds(prepared, backend, count):
     """(runs, where, rounds) of the `count` splits' runs to train together: all at once where they stack together
-    (stack_train.one_stack: on a GPU, or small tables in whole batches), else split by split, each prepared only
-    when it trains."""
+    (stack_train.one_stack: on a GPU, or small tables in whole batches with few candidates), else split by split,
+    each prepared only when it trains."""
     first = next(prepared)
-    if not one_stack(backend, small_whole_batch(*first[0][0])):
+    if not one_stack(backend, *first[0][0], len(first[0])):
         yield (*first, count)
         for more in prepared:
             yield (*more, count)

@@ -28,7 +28,7 @@ from gpunet.checkpoint import SavedModel
 from gpunet.comm import Single
 from gpunet.errors import DeviceMemoryError, Diverged
 from gpunet.losses import loss_factor
-from gpunet.stack import Stack
+from gpunet.stack import Stack, together
 from gpunet.stack_optim import StackAdam, StackSGD
 from gpunet.stack_train_rows import OwnPlan, OwnValidation, SharedPlan, SharedValidation
 from gpunet.train import check_fit, initial_draws, sized_for, train
@@ -75,8 +75,8 @@ def train_stack(configs, data, backend, progress=None):
 def train_stacks(runs, backend, progress=None):
     """Train each (Config, Dataset) of `runs` as train(config, backend, data=data) would, grouped into stacks
     (one_stack): on the CPU, the runs of one data set and seed (a fold's candidates: they share their batches),
-    except where each epoch is one whole batch; on a GPU, all runs of one architecture and batch count, each with
-    its own rows (one launch per layer for them all). Return a Run per run. `progress`, if given, is called after
+    except for small tables in whole batches with few runs each; on a GPU, all runs of one architecture and batch
+    count, each with its own rows (one launch per layer for them all). Return a Run per run. `progress`, if given, is called after
     each epoch as progress(stack, stacks, epoch, models still training, models in the stack).
 
     Raises:
@@ -98,30 +98,21 @@ def train_stacks(runs, backend, progress=None):
     return out
 
 
-SMALL = 1 << 17  # the inputs' numbers (rows x (features + 1)) of a data set the CPU stacks with others
-
-
-def one_stack(backend, small):
-    """Whether runs of different data sets stack together on `backend`, each model with its own rows: on a GPU; on
-    the CPU where each epoch is one whole batch of a `small` data set (its rows gathered once, each model's copy of
-    them cheap), else a stack per data set, whose models share their batches. Measured on the CPU (gpunet search,
-    6 candidates x 3 folds, the table defaults): iris (whole batches) 0.80 s in one stack against 1.32 s in a stack
-    per fold; digits (batches of 200) 13.6 s against 10.8 s."""
-    return backend.name == "cuda" or small
-
-
-def small_whole_batch(config, data):
-    """Whether `config` trains on `data` in whole batches (one per epoch) of at most SMALL inputs' numbers."""
+def one_stack(backend, config, data, per_set):
+    """Whether runs of `config` on `data` (of which `per_set` share that data set and seed) stack with other data
+    sets' runs on `backend`, each model with its own rows (stack.together)."""
     n = len(data.x)
-    return (config.batch_size or n) >= n and n * (data.x.shape[1] + 1) <= SMALL
+    return together(backend, (config.batch_size or n) >= n, n * (data.x.shape[1] + 1), per_set)
 
 
 def _groups(backend, runs):
     """The runs' stacks, as lists of indices into runs (see train_stacks)."""
-    keys = {}
+    keys, per_set = {}, {}
+    for config, data in runs:
+        per_set[id(data), config.seed] = per_set.get((id(data), config.seed), 0) + 1
     for i, (config, data) in enumerate(runs):
         sized = sized_for(config, data)
-        if one_stack(backend, small_whole_batch(config, data)):
+        if one_stack(backend, config, data, per_set[id(data), config.seed]):
             free = (*PER_MODEL, "seed", "n", "batch_size")  # what may differ between the runs of such a stack
             key = (_alike(sized, free), -(-len(data.x) // (sized.batch_size or len(data.x))))
         else:  # runs that share their batches: one data set and seed, alike but in PER_MODEL

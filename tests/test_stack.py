@@ -1,7 +1,6 @@
 """gpunet.sklearn.fit_stack: K estimators fitted as one stack end as each fitted alone (and as scikit-learn's)."""
 
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -226,14 +225,13 @@ OWN_ROWS = {  # case, folds, per-model random_states, weighted
 
 @pytest.fixture(params=["cpu", "one stack"])
 def stacking(request, monkeypatch):
-    """How fit_stack groups models into stacks: the CPU's way (a stack per data set and random_state), or one stack
-    per batch count (a GPU's way: each model gathers its own rows)."""
-    if request.param == "one stack":
-        from gpunet import sklearn_stack
+    """How fit_stack groups models into stacks, both forced: a stack per data set and random_state (the CPU's way but
+    for small data sets in whole batches with few models each), or one stack per batch count (a GPU's way: each model
+    gathers its own rows)."""
+    from gpunet import sklearn_stack
 
-        groups = sklearn_stack._groups
-        monkeypatch.setattr(sklearn_stack, "_groups", lambda backend, count, of, stream: groups(
-            SimpleNamespace(name="cuda"), count, of, stream))
+    groups, merge = sklearn_stack._groups, request.param == "one stack"
+    monkeypatch.setattr(sklearn_stack, "_groups", lambda _, count, of, stream: groups(merge, count, of, stream))
     return request.param
 
 
@@ -353,3 +351,19 @@ def test_a_sparse_x_with_early_stopping_is_as_fitted_alone():
     """One sparse X shared by the stack: its batches made dense as gathered, its held-out rows made dense once."""
     cls, x, y, shared, per_model = case("classifier-softmax-adam")
     assert_stack_matches_alone(cls, csr_matrix(x), y, {**shared, "early_stopping": True}, per_model)
+
+
+@pytest.mark.parametrize("per_fold, batch_size, merged", [(4, "auto", True), (12, "auto", False), (4, 16, False)])
+def test_the_cpu_merges_folds_of_small_whole_batches_with_few_models_each(monkeypatch, per_fold, batch_size, merged):
+    from sklearn import datasets
+
+    from gpunet import sklearn_stack
+
+    x, y = datasets.load_iris(return_X_y=True)
+    xs, ys, _ = folds(x, y, 3)
+    seen, groups = [], sklearn_stack._groups
+    monkeypatch.setattr(sklearn_stack, "_groups", lambda merge, *a: seen.append(merge) or groups(merge, *a))
+    estimators = [gs.MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, batch_size=batch_size, random_state=0,
+                                   learning_rate_init=1e-3 * (1 + i // 3)) for i in range(3 * per_fold)]
+    gs.fit_stack(estimators, [xs[i % 3] for i in range(3 * per_fold)], [ys[i % 3] for i in range(3 * per_fold)])
+    assert seen == [merged]

@@ -262,12 +262,14 @@ def test_runs_unlike_in_more_than_the_optimizers_numbers_train_in_stacks_of_thei
             _assert_as_alone(stack_train.train_stacks(pairs, resolve("cpu")), _alone([c for c, _ in pairs], data))
 
 
-def test_the_cpu_stacks_folds_together_only_for_small_tables_in_whole_batches():
+def test_the_cpu_stacks_folds_together_only_for_small_tables_in_whole_batches_with_few_runs_each():
     from types import SimpleNamespace
 
     from gpunet.config import Config
 
     cpu, table = resolve("cpu"), lambda rows, features: SimpleNamespace(x=np.zeros((rows, features)))
-    assert stack_train.one_stack(cpu, stack_train.small_whole_batch(Config(batch_size=200), table(150, 4)))
-    assert not stack_train.one_stack(cpu, stack_train.small_whole_batch(Config(batch_size=200), table(1000, 4)))
-    assert not stack_train.one_stack(cpu, stack_train.small_whole_batch(Config(batch_size=None), table(10000, 100)))
+    assert stack_train.one_stack(cpu, Config(batch_size=200), table(150, 4), 6)
+    assert not stack_train.one_stack(cpu, Config(batch_size=200), table(150, 4), 20)  # a fold's stack is enough
+    assert not stack_train.one_stack(cpu, Config(batch_size=200), table(1000, 4), 6)  # in batches
+    assert not stack_train.one_stack(cpu, Config(batch_size=None), table(10000, 100), 6)  # too large
+    assert stack_train.one_stack(SimpleNamespace(name="cuda"), Config(batch_size=32), table(10000, 100), 20)
