@@ -14,6 +14,12 @@ import numpy as np
 BUCKET = 16  # a rank's rows of a batch are padded up to a multiple of this many
 
 
+def shuffles(seed):
+    """The stream of a run's epoch permutations (permutation(n) per epoch) drawn from its seed: the same on every
+    backend and rank, and for a run trained alone or in a stack (gpunet/stack_train_rows.py)."""
+    return np.random.default_rng([seed, 2])
+
+
 class RowPlan:
     """The rows of an epoch's batches for this process.
 

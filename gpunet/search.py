@@ -99,11 +99,11 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
     for r, (runs, where, rounds) in enumerate(_rounds(prepared, backend, len(splits))):
         each = on_epoch and (lambda g, stacks, t, running, k, r=r, rounds=rounds: on_epoch(
             r + g, max(rounds, stacks), t, running, k))
-        for (cand, s, f, test), run in zip(where, train_stacks(runs, backend, each)):
+        inputs = {}  # a split's held-out inputs and targets, prepared once for its candidates (one preparation)
+        for (cand, s, f, held), run in zip(where, train_stacks(runs, backend, each)):
             diverged = diverged or run.diverged
             cand.diverged += run.model is None
-            cand.scores.append(math.nan if run.model is None else _score(run.model, _rows(table, np.sort(test)),
-                                                                         backend))
+            cand.scores.append(math.nan if run.model is None else _score(run.model, held, backend, inputs))
             if on_fit is not None:
                 on_fit(cand, s, f, cand.scores[-1])
     ranked = sorted(cands, key=lambda c: -c.mean if not math.isnan(c.mean) else math.inf)
@@ -115,10 +115,11 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
 
 def _prepared(table, labelled, split, cands, given, options):
     """(runs, where) of one split (seed, seed index, fold index, held-out rows): each candidate's (Config, Dataset)
-    on the split's training rows, and its (candidate, seed index, fold index, held-out rows)."""
+    on the split's training rows, and its (candidate, seed index, fold index, held-out Table)."""
     seed, s, f, test = split
     config, data, _ = table_run(_rows(table, np.setdiff1d(labelled, test)), {**given, "seed": seed}, **options)
-    return [(replace(config, **cand.options), data) for cand in cands], [(cand, s, f, test) for cand in cands]
+    held = _rows(table, np.sort(test))
+    return [(replace(config, **cand.options), data) for cand in cands], [(cand, s, f, held) for cand in cands]
 
 
 def _rounds(prepared, backend, count):
@@ -149,8 +150,12 @@ def _rows(table, rows):
     return Table(table.names, [c[rows] for c in table.columns], table.path, named=table.named)
 
 
-def _score(model, table, backend):
-    """A model's accuracy, or R-squared averaged over its targets, on a table with known targets."""
-    x, y, _ = columns(model, table, with_targets=True)
+def _score(model, table, backend, inputs=None):
+    """A model's accuracy, or R-squared averaged over its targets, on a table with known targets; `inputs`, a dict
+    that keeps the table's prepared columns for the next model of the same preparation (a fold's candidates)."""
+    inputs, key = {} if inputs is None else inputs, (id(table), id(model.prep))
+    if key not in inputs:
+        inputs[key] = columns(model, table, with_targets=True)
+    x, y, _ = inputs[key]
     s = scores(model, y, outputs(model, x, backend))
     return s["accuracy"] if model.classes is not None else float(np.mean([t["r2"] for t in s["targets"]]))

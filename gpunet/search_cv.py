@@ -185,7 +185,7 @@ def _planned_fits(estimator, candidates, X, y, splits, fit_params):
                 digests = tuple(_digest(a) for a in data)
                 data = [interned.setdefault(d, a) if a is not None else None for d, a in zip(digests, data)]
                 params = mlp.get_params(deep=False)
-                shared = (_settings(mlp, params, (*STACKED, "random_state")), data[2] is None)
+                shared = (_settings(mlp, params, STACKED), data[2] is None)
                 fits.append(SimpleNamespace(est=mlp, X=data[0], y=data[1], sw=data[2], digests=digests,
                                             key=(_settings(mlp, params), *digests), shared=shared,
                                             at=c * len(splits) + split, seconds=0.0))

@@ -70,9 +70,20 @@ class _MLP(BaseEstimator):
         """X where it is used: a CuPy X stays on its device, except with backend="cpu" (then a host copy)."""
         return host(X) if self.backend.lower() == "cpu" else X
 
+    def _validated(self, X, y, sample_weight, incremental, reset):
+        """(X placed, y (n, n_outputs), sample weights or None) as a fit takes them (fit() and fit_stack)."""
+        X, y = self._validate_input(X, y, incremental, reset=reset)
+        X = self._placed(X)
+        sample_weight = None if sample_weight is None else sample_weights(sample_weight, X)
+        return X, y.reshape(-1, 1) if y.ndim == 1 else y, sample_weight
+
+    def _backend(self, X=None):
+        """The Backend a fit on X runs on: for a CuPy X (placed), X's device; else the chosen one."""
+        return resolve("cuda", X.device.id) if on_device(X) else resolve(self.backend, self.device)
+
     def _engine(self, dtype, X=None):
         """An Engine holding coefs_ and intercepts_ on the chosen backend: for a CuPy X (placed), X's device."""
-        backend = resolve("cuda", X.device.id) if on_device(X) else resolve(self.backend, self.device)
+        backend = self._backend(X)
         sizes = [self.coefs_[0].shape[0], *(w.shape[1] for w in self.coefs_)]
         return Engine(backend, sizes, self._flat(), dtype, self.activation, self.out_activation_, self.alpha)
 
@@ -129,11 +140,7 @@ class _MLP(BaseEstimator):
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
         first = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, y = self._validate_input(X, y, incremental, reset=first)
-        X = self._placed(X)
-        if sample_weight is not None:
-            sample_weight = sample_weights(sample_weight, X)
-        y = y.reshape(-1, 1) if y.ndim == 1 else y
+        X, y, sample_weight = self._validated(X, y, sample_weight, incremental, reset=first)
         self.n_outputs_ = y.shape[1]
         sizes = self._sizes(X.shape[1])
         dtype = self._dtype(X)

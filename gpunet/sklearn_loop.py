@@ -322,6 +322,16 @@ def batch_rows(backend, x_t, dtype):
     return rows_with_ones(backend, [x_t.T], dtype)[0]
 
 
+def rows_of(backend, X, dtype):
+    """X (rows, features) as batch_rows() gives the batches' source, made straight from X (not through its
+    feature-major copy): a dense X as rows with ones, a sparse X as SparseRows."""
+    if hasattr(X, "tocsr"):
+        from gpunet.sklearn_arrays import SparseRows  # scikit-learn's validation: the estimators' only
+
+        return SparseRows(X, backend, dtype)
+    return rows_with_ones(backend, [X], dtype)[0]
+
+
 def take_batch(backend, x_rows, y_t, rows, ws):
     """The batch at `rows` of batch_rows()'s x_rows and of y_t (d_out, N) into workspace `ws` (its x_rows, whose
     transpose its products read, or for a sparse X its x, and its y); `ws` for one model or for a stack."""
@@ -404,6 +414,14 @@ class History:
             self.best_loss_ = min(self.best_loss_, last)
 
 
+def reshuffled(rs, idx):
+    """The next epoch's row order from the last, `idx`, as scikit-learn draws it from RandomState rs (its
+    sklearn.utils.shuffle of the indices): one model's, a stack's (gpunet/stack_rows.py) and each of its streams'."""
+    perm = np.arange(idx.shape[0])
+    rs.shuffle(perm)
+    return idx[perm]
+
+
 def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
     """scikit-learn's stochastic epochs: shuffle, batches, loss curve, schedule and stopping rule.
 
@@ -425,9 +443,7 @@ def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
     hist.n_iter_ = 0  # as scikit-learn: the epochs of this call (t_ counts them all)
     for _ in range(s.max_iter):
         if s.shuffle:
-            perm = np.arange(n)
-            rs.shuffle(perm)  # sklearn.utils.shuffle of the indices, as scikit-learn draws it
-            idx = idx[perm]
+            idx = reshuffled(rs, idx)
             order = engine.backend.asarray(idx)
         hist.loss_ = engine.epoch(x_rows, y_t, order, s.batch_size, opt, s.sample_weight)
         hist.n_iter_ += 1

@@ -14,9 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils import check_random_state
 
-from gpunet.backend import on_device, resolve
 from gpunet.model import rows_with_ones
-from gpunet.sklearn_arrays import feature_major, sample_weights
 
 # the parameters in which estimators fitted as one stack may differ: numbers that only the update reads, and
 # random_state (an int: each model's own weights and row order)
@@ -90,7 +88,7 @@ def _train(estimators, p):
     """Train the prepared estimators (_prepared's p) in stacks (_groups); [(index, message)] of those that failed."""
     from gpunet.stack import together
     first, sets, of, stream = estimators[0], p.sets, p.of, p.stream
-    backend = resolve("cuda", sets[0].X.device.id) if on_device(sets[0].X) else resolve(first.backend, first.device)
+    backend = first._backend(sets[0].X)
     batch = np.array([est._batch_size(sets[d].X.shape[0]) for est, d in zip(estimators, of)])
     count = -(-np.array([sets[d].X.shape[0] for d in of]) // batch)
     # An epoch of one batch of all a model's rows: a shuffle would only reorder a sum (the same to rounding), so
@@ -168,12 +166,10 @@ def _validated_sets(estimators, xs, ys, sws):
         key = (id(x), id(y), id(sw))
         if key not in seen:
             before = dict(vars(est))
-            x_valid, y_valid = est._validate_input(x, y, False, reset=True)
-            x_valid = est._placed(x_valid)
+            x_valid, y_valid, sw_valid = est._validated(x, y, sw, False, reset=True)
             seen[key] = len(sets)
             learned = {k: v for k, v in vars(est).items() if k not in before or before[k] is not v}
-            sets.append(SimpleNamespace(X=x_valid, y=y_valid.reshape(-1, 1) if y_valid.ndim == 1 else y_valid,
-                                        sw=None if sw is None else sample_weights(sw, x_valid), learned=learned,
+            sets.append(SimpleNamespace(X=x_valid, y=y_valid, sw=sw_valid, learned=learned,
                                         forgotten=before.keys() - vars(est).keys()))
         else:
             d = sets[seen[key]]
@@ -231,7 +227,7 @@ def _fit_group(estimators, index, backend, sizes, dtype, sets, rows, g):
     """Fit estimators with one batch count as one stack: g holds their data sets (of), the shuffle streams,
     each one's stream and batch size; rows is _own_rows' or None (all share one X, y and random_state). Returns
     [(index, message)] of those whose fit failed (index: their indices in fit_stack's list)."""
-    from gpunet.sklearn_loop import batch_rows
+    from gpunet.sklearn_loop import rows_of
     from gpunet.stack import Stack
     from gpunet.stack_loop import fit_stochastic_stack
     from gpunet.stack_optim import StackAdam, StackSGD
@@ -247,20 +243,20 @@ def _fit_group(estimators, index, backend, sizes, dtype, sets, rows, g):
     else:
         opt = StackAdam(backend, stack.params, values["learning_rate_init"], values["beta_1"], values["beta_2"],
                         values["epsilon"])
+    # these estimators' streams only (another group's go on when it is fitted)
+    used, stream = np.unique(g.stream, return_inverse=True)
     if rows is None:
         d = sets[g.of[0]]
-        plan = SharedRows(backend, batch_rows(backend, feature_major(d.X, backend, dtype), dtype),
-                          backend.asarray(d.y.T, dtype),
+        plan = SharedRows(backend, rows_of(backend, d.X, dtype), backend.asarray(d.y.T, dtype),
                           g.streams[g.stream[0]], g.shuffle, int(g.batch[0]), len(estimators))
-    else:  # these estimators' streams only: another group's go on when it is fitted
-        used, stream = np.unique(g.stream, return_inverse=True)
+    else:
         plan = ModelRows(backend, dtype, rows.xr, rows.yr, rows.sw, rows.spans, g.of, [g.streams[s] for s in used],
-                         stream, g.batch, g.shuffle, stack.error_factor)
+                         stream, g.batch, g.shuffle)
     score = None
-    if g.held_out is not None:
+    if g.held_out is not None:  # the held-out sets of these estimators' streams only
         from gpunet.stack_scores import ValidationScores
 
-        score = ValidationScores(backend, dtype, g.held_out, g.stream, is_classifier(first))
+        score = ValidationScores(backend, dtype, [g.held_out[s] for s in used], stream, is_classifier(first))
     settings = SimpleNamespace(max_iter=first.max_iter, tol=first.tol, n_iter_no_change=first.n_iter_no_change,
                                score=score)
     fitted = fit_stochastic_stack(stack, opt, [est._history for est in estimators], plan, settings)

@@ -23,7 +23,7 @@ import numpy as np
 from gpunet.calls import Calls
 from gpunet.losses import binary_log_loss_terms, loss_factor, poisson_deviance_terms
 from gpunet.model import Layout
-from gpunet.sklearn_loop import OUTPUTS, loss_terms, take_batch
+from gpunet.sklearn_loop import loss_terms, take_batch
 
 # A chunk of models' batch buffers and parameter state. Measured side by side (100 digits fits, hidden 64, batches
 # of 200, 5 alternating runs on a loaded 2-vCPU AMD EPYC): all models at once 3.16 s, chunks of 4 MiB 2.94 s, of
@@ -73,9 +73,7 @@ class Stack:
         self.blocks, self.grad_blocks = self._blocks(self.params), self._blocks(self.grads)
         self.weights = [blk[:, :-1] for blk in self.blocks]  # w without its bias row: the input gradient's factor
         self.alpha = np.asarray(alpha, np.float64)
-        self.rules, self.grad_scale = rules, OUTPUTS[out_activation][1]
-        # dS/dz of the loss sum S over the output error p - y: SquaredError's is 2 (p - y)
-        self.error_factor = (2.0 if out_activation == "identity" else 1.0) * self.grad_scale
+        self.rules = rules
         self.loss_per_sum = 1.0 / (2 * sizes[-1]) if out_activation == "identity" else 1.0
         self.eps = float(np.finfo(self.dtype).eps)
         self._workspaces, self._decay = {}, {}
@@ -102,9 +100,11 @@ class Stack:
         return [slice(a, min(a + size, self.k)) for a in range(0, self.k, size)]
 
     def error_scale(self, n):
-        """The factor of the output error p - y in the gradient of a batch of n rows (shared by the models)."""
+        """The factor of the output error p - y in the gradient of a batch of n rows (shared by the models):
+        scikit-learn's 1 / n for every output (its squared error is halved), or gpunet's dS/dz factor (2 for the
+        squared error) times its loss factor."""
         if self.rules == "sklearn":
-            return self.error_factor / n
+            return 1.0 / n
         return (2.0 if self.out_activation == "identity" else 1.0) * loss_factor(self.rules, n, self.layout.sizes[-1])
 
     def workspace(self, n, own=False):
@@ -268,7 +268,8 @@ class StackWorkspace:
         xp = self.xp
         xp.take(xr, batch.rows, axis=0, out=self.xr)
         xp.take(yr, batch.rows, axis=0, out=self.yr)
-        self.weight[...], self.scale[...] = batch.weight, batch.scale
+        if self.held is None or batch.weight is not self.held.weight or batch.scale is not self.held.scale:
+            self.weight[...], self.scale[...] = batch.weight, batch.scale
         self.held = batch
 
     def gather(self, x_rows, y_t, rows):
@@ -367,6 +368,9 @@ class _OutputError:
             self.known = xp.empty(n, z.dtype)  # 1 for a row with a label, 0 for a row of zeros
             if eps is not None:
                 self.low, self.high = -np.log1p(-eps), -np.log(eps)  # -log(1 - eps) <= -log p <= -log(eps)
+        if weight is not None:  # each row's loss (over the outputs), and its terms or its label's count, made once
+            self.rows, self.per_row = xp.empty((k, 1, n), z.dtype), xp.empty((k, 1, n), z.dtype)
+            self.terms = xp.empty_like(z) if kind == "identity" else None
 
     def __call__(self, s):
         """g = p - y; each model's loss sum S into s (chunk,)."""
@@ -419,14 +423,15 @@ class _OutputError:
         xp, z, y, g = self.xp, self.z, self.y, self.g
         if self.kind == "identity":
             xp.subtract(z, y, out=g)
-            terms = g * g
+            terms = xp.multiply(g, g, out=self.terms)
         elif self.kind == "softmax" and self.eps is None:  # gpunet's: log sum exp(z) - z[label], z shifted, unclipped
             self.probabilities()
             xp.log(self.total, out=self.total)
             xp.multiply(z, y, out=self.zy)
             xp.sum(self.zy, axis=1, keepdims=True, out=self.label)
             xp.subtract(self.total, self.label, out=self.total)
-            xp.multiply(self.total, y.sum(axis=1, keepdims=True), out=self.total)  # rows with a label only
+            xp.sum(y, axis=1, keepdims=True, out=self.per_row)
+            xp.multiply(self.total, self.per_row, out=self.total)  # rows with a label only
             xp.subtract(g, y, out=g)
             xp.matmul(self.total, self.weight.transpose(0, 2, 1), out=s.reshape(-1, 1, 1))
             return
@@ -434,5 +439,5 @@ class _OutputError:
             self.probabilities()
             terms = loss_terms(xp, self.kind, g, y, self.eps)
             xp.subtract(g, y, out=g)
-        rows = terms.sum(axis=1, keepdims=True)  # (chunk, 1, n)
-        xp.matmul(rows, self.weight.transpose(0, 2, 1), out=s.reshape(-1, 1, 1))
+        xp.sum(terms, axis=1, keepdims=True, out=self.rows)  # (chunk, 1, n)
+        xp.matmul(self.rows, self.weight.transpose(0, 2, 1), out=s.reshape(-1, 1, 1))

@@ -33,8 +33,10 @@ def fit_stochastic_stack(stack, opt, hists, rows, s):
         active = np.flatnonzero(opt.active)
         improved = book.epoch(ids[active], losses[active], rows.n[active], s.tol,
                               None if score is None else score(stack)[active])
-        for k in active[improved]:  # a better validation score: its parameters kept, as History.update keeps them
-            book.best_params[ids[k]] = stack.params_host(k)
+        better = active[improved]  # a better validation score: its parameters kept, as History.update keeps them
+        if better.size:  # one copy to the host for them all
+            for k, params in zip(better, stack.backend.to_numpy(stack.params[stack.backend.asarray(better)])):
+                book.best_params[ids[k]] = params
         if opt.per_model_iteration_ends:
             for k in active:
                 opt.iteration_ends(k, int(book.t[ids[k]]))

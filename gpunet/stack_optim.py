@@ -177,8 +177,9 @@ class StackAdam(_StackOptimizer):
         """This epoch's steps' -lr_t (and eps_t) per model: views of tables made for TABLE_STEPS steps at once (a
         table per epoch of one batch was 7% of a small stack's epoch)."""
         first = self.t + 1
-        if self._block is None or not self._block[0] <= first <= first + batches <= self._block[0] + len(
-                self._block[1]):
+        held = self._block is not None and self._block[0] <= first and first + batches <= self._block[0] + len(
+            self._block[1])  # this epoch's steps are in the tables made
+        if not held:
             self._block = (first, *self._tables(first, max(batches, TABLE_STEPS)))
         at = first - self._block[0]
         self._table = self._block[1][at : at + batches]

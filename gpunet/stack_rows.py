@@ -10,9 +10,13 @@ Two plans with one interface (epoch, select, n):
   sum. The models of one plan take the same number of batches per epoch (fit_stack groups them so).
 """
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
+
+from gpunet.model import rows_with_ones
+from gpunet.sklearn_loop import reshuffled
 
 
 class SharedRows:
@@ -28,22 +32,73 @@ class SharedRows:
     def epoch(self, stack, opt):
         """One epoch of every model of `stack`, stepped by `opt`; each model's loss (K,) on the host."""
         if self.shuffle:
-            perm = np.arange(self.idx.shape[0])
-            self.rs.shuffle(perm)  # as sklearn_loop.fit_stochastic draws it
-            self.idx = self.idx[perm]
+            self.idx = reshuffled(self.rs, self.idx)
             self.order = self.backend.asarray(self.idx)
         return stack.epoch(self.x_rows, self.y_t, self.order, self.batch_size, opt)
 
     def select(self, rows):
-        self.n = self.n[rows]
-        return self
+        return selected(self, rows, ("n",))
+
+
+def selected(obj, rows, names, fresh=()):
+    """A shallow copy of a plan (or held-out rows) for the models at `rows`: its per-model arrays `names` taken at
+    `rows`, its attributes `fresh` (what was made for all the models) None again."""
+    new = copy.copy(obj)
+    for name in names:
+        setattr(new, name, getattr(obj, name)[rows])
+    for name in fresh:
+        setattr(new, name, None)
+    return new
+
+
+def held_out_rows(backend, dtype, xs, ys, of):
+    """(xr, rows, valid, y) of each model's held-out set: the sets' inputs xs (n_i, d_in) one after another in one
+    row-major array xr with ones (model.rows_with_ones; a sparse X made dense); rows (K, width) model k's rows of
+    set of[k], padded past them with its own last row (finite where its rows are); valid (K, width) its own rows;
+    y (K, width, d_out) float64 its targets of ys, 0 past them."""
+    xr, starts = rows_with_ones(backend, xs, dtype)
+    sizes = np.diff(starts)
+    n, cols = sizes[of], np.arange(sizes.max())
+    valid = cols[None, :] < n[:, None]
+    rows = starts[of][:, None] + np.minimum(cols[None, :], n[:, None] - 1)
+    padded = np.zeros((len(ys), sizes.max(), ys[0].shape[1]))
+    for i, y in enumerate(ys):
+        padded[i, : len(y)] = y
+    return xr, rows, valid, padded[of]
+
+
+def order_table(first, orders, which, n):
+    """(K, max n) each model's rows in this epoch's order: model k's n[k] rows are first[k] + orders[which[k]] (its
+    stream's or data set's order of its rows); past them, its first row."""
+    width = max(len(o) for o in orders if o is not None)  # an order of a model selected out too
+    padded = np.zeros((len(orders), width), np.int64)  # each order, 0 past its rows
+    for s, order in enumerate(orders):
+        if order is not None:
+            padded[s, : len(order)] = order
+    inside = np.arange(width)[None, :] < n[:, None]
+    return (first[:, None] + np.where(inside, padded[which], 0))[:, : n.max()]
+
+
+def padded_batches(table, n, batch):
+    """Per batch of an epoch, (rows, valid, size): each model's rows (K, width) of batch j, rows [j b_k, (j + 1) b_k)
+    of its row of `table` (order_table), padded with its first row; valid (K, width) marks its own rows, size (K,)
+    counts them. n (K,) and batch (K,): each model's rows and batch size (one number of batches for all)."""
+    cols = np.arange(table.shape[1])
+    for j in range(int(-(-n[0] // batch[0]))):
+        start = j * batch
+        size = np.minimum(batch, n - start)
+        width = int(size.max())
+        valid = cols[None, :width] < size[:, None]
+        at = np.minimum(start[:, None] + cols[None, :width], table.shape[1] - 1)
+        yield np.where(valid, np.take_along_axis(table, at, axis=1), table[:, :1]), valid, size
 
 
 @dataclass
 class Batch:
     """One step's rows for K models, on the backend: rows (K, n) into the plan's row array; weight (K, 1, n) of
-    each row in the loss (its sample weight, 0 for padding); scale (K, 1, n) = weight times the output error's
-    factor over the model's weight sum; inv (K, 1) 1 / weight sum. ratio (K,) host: rows over weight sum."""
+    each row in the loss (its sample weight, 0 for padding); scale (K, 1, n): the factor of each row's output error
+    in the gradient (scikit-learn's: weight over the model's weight sum); inv (K, 1) 1 / weight sum. ratio (K,)
+    host: rows over weight sum."""
 
     rows: object
     weight: object
@@ -67,68 +122,45 @@ class ModelRows:
         stream: (K,) each model's stream (an index into streams).
         batch: (K,) each model's batch size.
         shuffle: whether each epoch shuffles (scikit-learn's shuffle).
-        factor: the output error's factor (the gradient of the loss sum over the error).
     """
 
-    def __init__(self, backend, dtype, xr, yr, sw, spans, data, streams, stream, batch, shuffle, factor):
+    def __init__(self, backend, dtype, xr, yr, sw, spans, data, streams, stream, batch, shuffle):
         self.backend, self.dtype, self.xr, self.yr, self.sw = backend, dtype, xr, yr, sw
         self.spans, self.data, self.streams, self.stream = spans, np.asarray(data), streams, np.asarray(stream)
-        self.batch, self.shuffle, self.factor = np.asarray(batch), shuffle, factor
+        self.batch, self.shuffle = np.asarray(batch), shuffle
         self.n = np.array([spans[d][1] for d in self.data])
         self.idx = [None] * len(streams)  # each stream's row order of its data set, as fit_stochastic keeps idx
         for d, s in zip(self.data, self.stream):
             self.idx[s] = np.arange(spans[d][1])
         self.batches = -(-self.n // self.batch)
         self._fixed = None  # the batches of the epoch, while they stay the same
+        self._parts = None  # per batch, what depends on its sizes and weights only (without sample weights)
         if len(set(self.batches.tolist())) != 1:
             raise ValueError("the models of a ModelRows plan take the same number of batches per epoch")
 
     def select(self, rows):
         """This plan for the models at `rows` only (their streams go on as they were)."""
-        new = object.__new__(ModelRows)
-        new.__dict__.update(self.__dict__)
-        for name in ("data", "stream", "batch", "n", "batches"):
-            setattr(new, name, getattr(self, name)[rows])
-        new._fixed = None
-        return new
+        return selected(self, rows, ("data", "stream", "batch", "n", "batches"), ("_fixed", "_parts"))
 
     def epoch(self, stack, opt):
         """One epoch of every model of `stack`, stepped by `opt`; each model's loss (K,) on the host."""
         if self.shuffle:
             for s, rs in enumerate(self.streams):
-                perm = np.arange(self.idx[s].shape[0])
-                rs.shuffle(perm)  # as sklearn_loop.fit_stochastic draws it, per stream
-                self.idx[s] = self.idx[s][perm]
+                self.idx[s] = reshuffled(rs, self.idx[s])
             self._fixed = None
         if self._fixed is None:  # without shuffles every epoch takes the same batches
             self._fixed = list(self._batches())
         return stack.epoch_own(self.xr, self.yr, self._fixed, opt, self.n)
 
-    def _orders(self):
-        """(K, max rows) each model's rows of xr in this epoch's order (past its own rows: its first row)."""
-        first = np.array([self.spans[d][0] for d in self.data])
-        width = max(idx.shape[0] for idx in self.idx if idx is not None)  # a stream of a model selected out too
-        padded = np.zeros((len(self.idx), width), np.int64)  # each stream's order, 0 past its rows
-        for s, idx in enumerate(self.idx):
-            if idx is not None:
-                padded[s, : idx.shape[0]] = idx
-        inside = np.arange(width)[None, :] < self.n[:, None]
-        return (first[:, None] + np.where(inside, padded[self.stream], 0))[:, : self.n.max()]
-
     def _batches(self):
-        orders = self._orders()
-        cols = np.arange(orders.shape[1])
-        to = self.backend.asarray
-        for j in range(int(self.batches[0])):
-            start = j * self.batch
-            size = np.minimum(self.batch, self.n - start)  # rows of each model in this batch
-            width = int(size.max())
-            at = start[:, None] + cols[None, :width]
-            valid = cols[None, :width] < size[:, None]
-            rows = np.where(valid, np.take_along_axis(orders, np.minimum(at, orders.shape[1] - 1), axis=1),
-                            orders[:, :1])
-            weight = valid * (1.0 if self.sw is None else self.sw[rows])
-            total = weight.sum(axis=1)
-            yield Batch(rows=to(rows), weight=to(weight[:, None, :], self.dtype),
-                        scale=to((weight * (self.factor / total)[:, None])[:, None, :], self.dtype),
-                        inv=to((1.0 / total)[:, None], self.dtype), ratio=size / total)
+        first = np.array([self.spans[d][0] for d in self.data])
+        to, self._parts = self.backend.asarray, self._parts or {}
+        table = order_table(first, self.idx, self.stream, self.n)
+        for j, (rows, valid, size) in enumerate(padded_batches(table, self.n, self.batch)):
+            if self.sw is not None or j not in self._parts:  # without sample weights, the same every epoch
+                weight = valid * (1.0 if self.sw is None else self.sw[rows])
+                total = weight.sum(axis=1)
+                self._parts[j] = dict(weight=to(weight[:, None, :], self.dtype),
+                                      scale=to((weight / total[:, None])[:, None, :], self.dtype),
+                                      inv=to((1.0 / total)[:, None], self.dtype), ratio=size / total)
+            yield Batch(rows=to(rows), **self._parts[j])

@@ -9,7 +9,7 @@ computed on the host for all models at once, as scikit-learn's accuracy_score an
 
 import numpy as np
 
-from gpunet.model import rows_with_ones
+from gpunet.stack_rows import held_out_rows, selected
 
 
 class ValidationScores:
@@ -24,26 +24,17 @@ class ValidationScores:
 
     def __init__(self, backend, dtype, sets, of, classifier):
         self.backend, self.classifier, self.of = backend, classifier, np.asarray(of)
-        width = max(d.X.shape[0] for d in sets)
-        self.xr, starts = rows_with_ones(backend, [d.X for d in sets], dtype)  # a sparse X's held-out rows: dense
-        cols = np.arange(width)
-        n = np.array([sets[d].X.shape[0] for d in self.of])
-        self.valid = cols[None, :] < n[:, None]  # (K, width): a held-out row, not padding
-        self.rows = np.where(self.valid, starts[self.of][:, None] + np.minimum(cols[None, :], n[:, None] - 1), 0)
-        self.y = np.stack([_padded(sets[d].y.astype(np.float64), width) for d in self.of])  # (K, width, d_out)
-        self.w = np.stack([_padded(np.ones(sets[d].X.shape[0]) if sets[d].sw is None else sets[d].sw, width)
-                           for d in self.of]) * self.valid
+        self.xr, self.rows, self.valid, self.y = held_out_rows(backend, dtype, [d.X for d in sets],
+                                                               [d.y.astype(np.float64) for d in sets], self.of)
+        sw = [np.ones(d.X.shape[0]) if d.sw is None else d.sw for d in sets]
+        self.w = np.stack([_padded(sw[d], self.valid.shape[1]) for d in self.of]) * self.valid  # 0 past its rows
         if not classifier:  # scikit-learn's R^2 denominator: the weighted spread of each output about its mean
             mean = (self.w[:, :, None] * self.y).sum(axis=1, keepdims=True) / self.w.sum(axis=1)[:, None, None]
             self.spread = (self.w[:, :, None] * (self.y - mean) ** 2).sum(axis=1)  # (K, d_out)
 
     def select(self, rows):
         """These scores for the models at `rows` only."""
-        new = object.__new__(ValidationScores)
-        new.__dict__.update(self.__dict__)
-        for name in ("of", "valid", "rows", "y", "w") + (() if self.classifier else ("spread",)):
-            setattr(new, name, getattr(self, name)[rows])
-        return new
+        return selected(self, rows, ("of", "valid", "rows", "y", "w") + (() if self.classifier else ("spread",)))
 
     def __call__(self, stack):
         """Each model's score (K,) with its current parameters in `stack`."""

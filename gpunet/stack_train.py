@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from gpunet import __version__
 from gpunet.checkpoint import SavedModel
 from gpunet.comm import Single
 from gpunet.errors import DeviceMemoryError, Diverged
@@ -31,7 +30,7 @@ from gpunet.losses import loss_factor
 from gpunet.stack import Stack, together
 from gpunet.stack_optim import StackAdam, StackSGD
 from gpunet.stack_train_rows import OwnPlan, OwnValidation, SharedPlan, SharedValidation
-from gpunet.train import check_fit, initial_draws, sized_for, train
+from gpunet.train import check_fit, initial_draws, saved_model, sized_for, train
 
 OUT = {"ce": "softmax", "mse": "identity", "sse": "identity"}  # the stack's output activation of each loss
 HIDDEN = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic", "identity": "identity"}  # the stack's names
@@ -76,8 +75,8 @@ def train_stacks(runs, backend, progress=None):
     """Train each (Config, Dataset) of `runs` as train(config, backend, data=data) would, grouped into stacks
     (one_stack): on the CPU, the runs of one data set and seed (a fold's candidates: they share their batches),
     except for small tables in whole batches with few runs each; on a GPU, all runs of one architecture and batch
-    count, each with its own rows (one launch per layer for them all). Return a Run per run. `progress`, if given, is called after
-    each epoch as progress(stack, stacks, epoch, models still training, models in the stack).
+    count, each with its own rows (one launch per layer for them all). Return a Run per run. `progress`, if given,
+    is called after each epoch as progress(stack, stacks, epoch, models still training, models in the stack).
 
     Raises:
         ConfigError, DeviceMemoryError: as train_stack.
@@ -133,18 +132,13 @@ def _train_own(configs, sets, backend, progress):
         check_fit(c, d, Single())
     starts = np.stack([initial_draws(c, d)[1] for c, d in zip(configs, sets)])
     first = configs[0]
-    distinct, of, seeds = [], [], []
-    for c, d in zip(configs, sets):
-        key = next((j for j, (e, s) in enumerate(zip(distinct, seeds)) if e is d and s == c.seed), None)
-        if key is None:
-            distinct.append(d)
-            seeds.append(c.seed)
-            key = len(distinct) - 1
-        of.append(key)
-    cast = [d.astype(first.dtype) for d in distinct]
+    index = {}  # (data set, seed) -> its index among the stack's data sets, in order of first use
+    of = [index.setdefault((id(d), c.seed), len(index)) for c, d in zip(configs, sets)]
+    firsts = {j: (d, c.seed) for j, c, d in zip(of, configs, sets)}
+    cast = [firsts[j][0].astype(first.dtype) for j in range(len(index))]
+    seeds = [firsts[j][1] for j in range(len(index))]
     return _trained(configs, [cast[j] for j in of], starts, backend, progress, lambda: (
-        OwnPlan(backend, first.dtype, cast, of, [c.batch_size or len(d.x) for c, d in zip(configs, sets)], seeds,
-                first.loss),
+        OwnPlan(backend, first.dtype, cast, of, [c.batch_size or len(d.x) for c, d in zip(configs, sets)], seeds),
         OwnValidation(backend, first.loss, cast, of, first.dtype) if first.early_stop else None))
 
 
@@ -277,6 +271,4 @@ class _Book:
         if self.best_epoch[i]:
             metrics.update(best_epoch=int(self.best_epoch[i]), best_loss=float(self.best_loss[i]),
                            best_val_loss=float(self.best_val[i]))
-        flat = self.params[i].astype(config.dtype)
-        return SavedModel(config.sizes, flat, data.x_scaler, data.y_scaler, data.input_names, data.target_names,
-                          asdict(config), __version__, data.classes, data.prep, metrics)
+        return saved_model(config, self.params[i].astype(config.dtype), data, metrics)

@@ -15,10 +15,11 @@ the host from the stacked logits.
 
 import numpy as np
 
+from gpunet.batches import shuffles
 from gpunet.losses import loss_factor
 from gpunet.model import Layout, rows_with_ones
 from gpunet.stack import StackWorkspace
-from gpunet.stack_rows import Batch
+from gpunet.stack_rows import Batch, held_out_rows, order_table, padded_batches, selected
 
 
 class SharedPlan:
@@ -31,7 +32,7 @@ class SharedPlan:
         self.x_rows = rows_with_ones(backend, [data.x], dtype)[0]
         self.y_t = backend.asarray(data.y.T, dtype)
         self.order = backend.xp.arange(n)
-        self.shuffle = None if self.batch == n else np.random.default_rng([seed, 2])
+        self.shuffle = None if self.batch == n else shuffles(seed)
         self.n = np.full(k, n)  # training rows per model
 
     def epoch(self, stack, opt):
@@ -39,65 +40,50 @@ class SharedPlan:
         stack.steps(self.x_rows, self.y_t, order, self.batch, opt)
 
     def select(self, rows):
-        self.n = self.n[rows]
-        return self
+        return selected(self, rows, ("n",))
 
 
 class OwnPlan:
     """Each model's data set (sets[of[k]], Datasets of one dtype), batch size and seed (seeds per data set)."""
 
-    def __init__(self, backend, dtype, sets, of, batch, seeds, loss):
-        self.backend, self.dtype, self.loss = backend, dtype, loss
+    def __init__(self, backend, dtype, sets, of, batch, seeds):
+        self.backend, self.dtype = backend, dtype
         self.xr, starts = rows_with_ones(backend, [d.x for d in sets], dtype)
         self.yr = backend.asarray(np.concatenate([d.y for d in sets]), dtype)
         sizes = np.array([len(d.x) for d in sets])
         self.of, self.first = np.asarray(of), starts[:-1]
         self.n = sizes[self.of]
         self.batch = np.minimum(np.asarray(batch), self.n)
-        self.d_out = sets[0].y.shape[1]
         # each data set's permutation stream, as train() draws it: none where its models take the whole batch
-        self.shuffles = [None if (self.batch[self.of == d] == sizes[d]).all() else np.random.default_rng([s, 2])
+        self.shuffles = [None if (self.batch[self.of == d] == sizes[d]).all() else shuffles(s)
                          for d, s in enumerate(seeds)]
         self.sizes = sizes
-        self.batches = -(-self.n // self.batch)
-        if len(set(self.batches.tolist())) != 1:
+        if len(set((-(-self.n // self.batch)).tolist())) != 1:
             raise ValueError("the models of an OwnPlan take the same number of batches per epoch")
-        self._fixed = None
+        self._fixed = self._parts = None
 
     def select(self, rows):
-        new = object.__new__(OwnPlan)
-        new.__dict__.update(self.__dict__)
-        for name in ("of", "n", "batch", "batches"):
-            setattr(new, name, getattr(self, name)[rows])
-        new._fixed = None
-        return new
+        return selected(self, rows, ("of", "n", "batch"), ("_fixed", "_parts"))
 
     def epoch(self, stack, opt):
         if self._fixed is None or any(s is not None for s in self.shuffles):
             orders = [np.arange(m) if s is None else s.permutation(m) for s, m in zip(self.shuffles, self.sizes)]
-            self._fixed = list(self._batches(orders))
+            self._fixed = list(self._batches(stack, orders))
         stack.steps_own(self.xr, self.yr, self._fixed, opt)
 
-    def _batches(self, orders):
-        """This epoch's stack_rows.Batch list from each data set's order."""
-        width = self.n.max()
-        table = np.zeros((len(self.of), width), np.int64)
-        for k, d in enumerate(self.of):  # each model's rows of xr in its data set's order
-            table[k, : self.n[k]] = self.first[d] + orders[d]
-        cols, to = np.arange(width), self.backend.asarray
-        factor = 2.0 if self.loss != "ce" else 1.0  # dS/dz over the error p - y
-        for j in range(int(self.batches[0])):
-            start = j * self.batch
-            size = np.minimum(self.batch, self.n - start)  # rows of each model in this batch
-            span = int(size.max())
-            valid = cols[None, :span] < size[:, None]
-            at = np.minimum(start[:, None] + cols[None, :span], width - 1)
-            rows = np.where(valid, np.take_along_axis(table, at, axis=1), table[:, :1])
-            scale = factor * np.array([loss_factor(self.loss, m, self.d_out) for m in size])
-            weight = valid.astype(np.float64)
-            yield Batch(rows=to(rows), weight=to(weight[:, None, :], self.dtype),
-                        scale=to((weight * scale[:, None])[:, None, :], self.dtype),
-                        inv=to(np.ones((len(self.of), 1)), self.dtype), ratio=np.ones(len(self.of)))
+    def _batches(self, stack, orders):
+        """This epoch's stack_rows.Batch list from each data set's order; each model's error scaled by its own rows'
+        factor (Stack.error_scale)."""
+        to, self._parts = self.backend.asarray, self._parts or {}
+        table = order_table(self.first[self.of], orders, self.of, self.n)
+        for j, (rows, valid, size) in enumerate(padded_batches(table, self.n, self.batch)):
+            if j not in self._parts:  # what depends on the batches' sizes only, the same every epoch: moved once
+                scale = np.array([stack.error_scale(m) for m in size])
+                weight = valid.astype(np.float64)
+                self._parts[j] = dict(weight=to(weight[:, None, :], self.dtype),
+                                      scale=to((weight * scale[:, None])[:, None, :], self.dtype),
+                                      inv=to(np.ones((len(self.of), 1)), self.dtype), ratio=np.ones(len(self.of)))
+            yield Batch(rows=to(rows), **self._parts[j])
 
 
 class SharedValidation:
@@ -129,25 +115,13 @@ class OwnValidation:
 
     def __init__(self, backend, loss, sets, of, dtype):
         self.backend, self.loss, self.of = backend, loss, np.asarray(of)
-        self.xr, starts = rows_with_ones(backend, [d.x_val for d in sets], dtype)
-        sizes = np.array([len(d.x_val) for d in sets])
-        width, cols = sizes.max(), np.arange(sizes.max())
-        n = sizes[self.of]
-        self.valid = cols[None, :] < n[:, None]  # (K, width)
-        # past a model's rows, its last row again (its own: finite where its rows are), counted for nothing
-        self.rows = starts[self.of][:, None] + np.minimum(cols[None, :], n[:, None] - 1)
-        ys = [np.zeros((width, d.y.shape[1])) for d in sets]
-        for y, d in zip(ys, sets):
-            y[: len(d.y_val)] = d.y_val
-        self.y = np.stack([ys[d].T for d in self.of])  # (K, d_out, width), zeros past a model's rows
-        self.k_val = np.array([loss_factor(loss, m, sets[0].y.shape[1]) for m in n])
+        self.xr, self.rows, self.valid, y = held_out_rows(backend, dtype, [d.x_val for d in sets],
+                                                          [d.y_val for d in sets], self.of)
+        self.y = y.transpose(0, 2, 1)  # (K, d_out, width), zeros past a model's rows
+        self.k_val = np.array([loss_factor(loss, m, sets[0].y.shape[1]) for m in self.valid.sum(axis=1)])
 
     def select(self, rows):
-        new = object.__new__(OwnValidation)
-        new.__dict__.update(self.__dict__)
-        for name in ("of", "valid", "rows", "y", "k_val"):
-            setattr(new, name, getattr(self, name)[rows])
-        return new
+        return selected(self, rows, ("of", "valid", "rows", "y", "k_val"))
 
     def losses(self, stack):
         z = self.backend.to_numpy(stack.logits(self.xr, self.rows)).astype(np.float64)

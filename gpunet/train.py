@@ -10,7 +10,7 @@ from gpunet import __version__
 from gpunet import backend as backends
 from gpunet.checkpoint import SavedModel
 from gpunet.config import Config, table_config
-from gpunet.batches import RowPlan
+from gpunet.batches import RowPlan, shuffles
 from gpunet.comm import Single, device_of, launch
 from gpunet.data import Dataset, check_random_state, shard, synthetic_dataset, warn
 from gpunet.errors import ConfigError, DeviceMemoryError
@@ -271,7 +271,7 @@ class Trainer:
         keeper = EarlyStopping(net, config.early_stop) if config.early_stop else None
         every, last = config.log_every, config.epochs
         points, loss, t = [], float("nan"), 0
-        shuffle = None if self.full else np.random.default_rng([config.seed, 2])  # the same on every backend and rank
+        shuffle = None if self.full else shuffles(config.seed)
         alone, classify = self.full and self.comm.size == 1, config.loss == "ce"  # alone: the tutorial's loop
         whole_batch = self._whole_batch_step(plan[0], opt, decay, monitor, classify) if alone else None
         stopped = False
@@ -393,13 +393,17 @@ class Trainer:
         kept = {} if keeper is None else {k: getattr(keeper, k) for k in ("best_epoch", "best_loss", "best_val_loss")}
         metrics = {"epochs_run": t, "final_loss": loss, **{f"last_{k}": v[-1][1] for k, v in series.items() if v},
                    **{k: v for k, v in kept.items() if v is not None}}
-        model = None if flat is None else SavedModel(
-            config.sizes, flat, data.x_scaler, data.y_scaler, data.input_names, data.target_names, asdict(config),
-            __version__, data.classes, data.prep, metrics)
+        model = None if flat is None else saved_model(config, flat, data, metrics)
         return Result(config, b.name, b.device, series["loss"], loss, flat, seconds, versions=b.versions(),
                       val_losses=series["val_loss"], epochs_run=t, interrupted=interrupted, model=model,
                       accuracies=series["accuracy"], val_accuracies=series["val_accuracy"], ranks=self.comm.size,
                       communicator=self.comm.name, **kept)
+
+
+def saved_model(config, flat, data, metrics):
+    """The SavedModel of `config` trained on `data` (a Dataset) to the flat parameters `flat`, with its metrics."""
+    return SavedModel(config.sizes, flat, data.x_scaler, data.y_scaler, data.input_names, data.target_names,
+                      asdict(config), __version__, data.classes, data.prep, metrics)
 
 
 def _figures(point, classify):
