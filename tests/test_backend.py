@@ -75,6 +75,24 @@ def test_auto_without_cupy_falls_back_and_says_why(monkeypatch):
     assert r.exit_code == 0 and r.stderr.strip() == b.note
 
 
+def test_a_cupy_not_found_is_remembered_until_one_is_there(monkeypatch):
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(sys, "path", [])  # nothing to find it in
+    monkeypatch.setattr(backends, "_NOT_FOUND", set())
+    for _ in range(2):
+        with pytest.raises(BackendUnavailable, match="CuPy is not installed"):
+            backends.resolve("cuda")
+    assert backends._NOT_FOUND == {()}
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(0))  # then imported (a test's stand-in): taken at once
+    with pytest.raises(BackendUnavailable, match="no CUDA device"):
+        backends.resolve("cuda")
+    monkeypatch.delitem(sys.modules, "cupy")
+    monkeypatch.setattr(sys, "path", ["/nowhere"])  # another path: searched again
+    with pytest.raises(BackendUnavailable, match="CuPy is not installed"):
+        backends.resolve("cuda")
+    assert backends._NOT_FOUND == {(), ("/nowhere",)}
+
+
 @pytest.mark.skipif(not HAS_CUPY or not NO_CUDA, reason="needs CuPy installed on a machine without a usable GPU")
 def test_real_cupy_without_a_gpu_names_the_cuda_error():
     with pytest.raises(BackendUnavailable, match="CUDA cannot be used: cuda") as e:
