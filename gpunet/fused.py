@@ -16,6 +16,7 @@ one of them), ready to replay:
 """
 
 import ast
+import contextvars
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -120,7 +121,8 @@ class _Pool:
     @classmethod
     def run(cls, parts):
         cls.reserve(len(parts) - 1)  # after a fork the child has no threads: made again here
-        futures = [cls._executor.submit(p) for p in parts[1:]]
+        # each in a copy of the caller's context: NumPy's errstate is a context variable
+        futures = [cls._executor.submit(contextvars.copy_context().run, p) for p in parts[1:]]
         parts[0]()
         for f in futures:
             f.result()
@@ -141,6 +143,12 @@ class _Pool:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_Pool.forget)
+
+
+def run_parts(parts):
+    """Run the callables `parts` at once, the caller the first, persistent threads the others; return when all have
+    (an exception in one is raised here)."""
+    _Pool.run(parts)
 
 
 def blas_threads():

@@ -19,6 +19,11 @@ def fit_stochastic_stack(stack, opt, hists, rows, s):
         Per model (params, optimizer, unconverged): its flat host parameters, its optimizer as
         gpunet.sklearn keeps it, and whether it stopped at max_iter without converging.
     """
+    with stack.on_threads():
+        return _epochs(stack, opt, hists, rows, s)
+
+
+def _epochs(stack, opt, hists, rows, s):
     done = [None] * stack.k
     ids = np.arange(stack.k)  # the model of each row of the stack
     score, book = s.score, _Records(hists, s.max_iter)

@@ -153,7 +153,7 @@ def _trained(configs, sets, starts, backend, progress, plans):
         plan, val = plans()
         k_train = np.array([loss_factor(first.loss, n, first.d_out) for n in plan.n])
         book = _Book(stack, first, plan, val, k_train, backend, progress)
-        with np.errstate(all="ignore"):  # a diverging run shows as a non-finite loss at its next log point
+        with np.errstate(all="ignore"), stack.on_threads():  # a diverging run: a non-finite loss at its next log point
             book.train(opt)
     except Exception as e:
         if not backend.out_of_memory(e):

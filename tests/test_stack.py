@@ -367,3 +367,49 @@ def test_the_cpu_merges_folds_of_small_whole_batches_with_few_models_each(monkey
                                    learning_rate_init=1e-3 * (1 + i // 3)) for i in range(3 * per_fold)]
     gs.fit_stack(estimators, [xs[i % 3] for i in range(3 * per_fold)], [ys[i % 3] for i in range(3 * per_fold)])
     assert seen == [merged]
+
+
+@pytest.fixture
+def threads(monkeypatch):
+    """Every step's chunks on 3 threads, however small: the parts the threads ran, counted."""
+    import gpunet.stack
+
+    ran = []
+
+    def counted(parts):
+        ran.append(len(parts))
+        return run_parts(parts)
+
+    run_parts = gpunet.stack.run_parts
+    monkeypatch.setattr(gpunet.stack, "THREAD_WORK", 0)
+    monkeypatch.setattr(gpunet.stack, "blas_threads", lambda: 3)
+    monkeypatch.setattr(gpunet.stack, "run_parts", counted)
+    return ran
+
+
+@pytest.mark.parametrize("name", ["classifier-softmax-adam", "regressor-invscaling"])
+def test_chunks_on_threads_give_the_same_fits(threads, name):
+    """A step's chunks split between threads (each writing its own models' rows): each model ends as fitted alone,
+    own rows and shared alike; BLAS is held to one thread meanwhile and given back its threads after."""
+    from threadpoolctl import threadpool_info
+
+    before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    cls, x, y, shared, per_model = case(name)
+    assert_stack_matches_alone(cls, x, y, shared, per_model)
+    assert threads and set(threads) == {3}
+    xs, ys, sws = folds(x, y, 3, np.linspace(0.5, 1.5, len(x)))
+    assert_own_rows_match_alone(cls, xs, ys, sws, shared, per_model)
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before
+
+
+def test_a_threads_floating_point_errors_follow_the_callers_errstate(threads):
+    """NumPy's errstate is the caller's in the threads too: a diverging model under errstate(all="ignore") warns
+    nothing, from any thread."""
+    x, y = regression("diabetes")
+    kw = dict(solver="sgd", hidden_layer_sizes=(8,), max_iter=20, random_state=0, backend="cpu")
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(gs.StackFitError, match="^estimator 5"):
+            gs.fit_stack([gs.MLPRegressor(**kw, learning_rate_init=lr) for lr in (1e-4, 1e-3, 1e-2, 1e-4, 1e-3, 3.0)],
+                         x, y)
+    assert threads

@@ -273,3 +273,20 @@ def test_the_cpu_stacks_folds_together_only_for_small_tables_in_whole_batches_wi
     assert not stack_train.one_stack(cpu, Config(batch_size=200), table(1000, 4), 6)  # in batches
     assert not stack_train.one_stack(cpu, Config(batch_size=None), table(10000, 100), 6)  # too large
     assert stack_train.one_stack(SimpleNamespace(name="cuda"), Config(batch_size=32), table(10000, 100), 20)
+
+
+@pytest.mark.parametrize("case", ["adam, mini-batches, early stopping", "momentum, tanh"])
+def test_chunks_on_threads_give_trains_own_runs(case, monkeypatch):
+    """Every step's chunks split between 2 threads (forced, one model a chunk): each run is still train()'s."""
+    import gpunet.stack
+
+    monkeypatch.setattr(gpunet.stack, "THREAD_WORK", 0)
+    monkeypatch.setattr(gpunet.stack, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(gpunet.stack, "blas_threads", lambda: 2)
+    ran = []
+    monkeypatch.setattr(gpunet.stack, "run_parts", lambda parts, run=gpunet.stack.run_parts: (ran.append(len(parts)),
+                                                                                               run(parts)))
+    name, target, given = CASES[case]
+    configs, data = _configs(os.path.join(EXAMPLES, name), target, given)
+    _assert_as_alone(train_stack(configs, data, resolve("cpu")), _alone(configs, data))
+    assert ran and set(ran) == {2}
