@@ -9,6 +9,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -167,23 +168,41 @@ def _set_tf32(cupy, index, tf32):
 _PROVEN = {}  # CUDA device index -> the CuPy module whose test product passed on it in this process
 
 
-_NOT_FOUND = set()  # the sys.path (as a tuple) with which `import cupy` found nothing in this process
+_MISSES = {}  # sys.path (a tuple) -> (when `import cupy` last found nothing in it, its folders' times of change)
+LOOK_AGAIN = 1.0  # seconds after which a remembered miss looks whether sys.path's folders changed
 
 
 def _import_cupy():
     """CuPy, or ImportError. Python does not remember an import that found nothing: each try searches every path
-    again (0.08 ms here, with 5 entries in sys.path), so a miss is remembered here for as long as sys.path is
-    the same."""
+    again (0.08 ms here, with 5 entries in sys.path), so a miss is remembered for as long as sys.path is the same
+    and its folders unchanged (a CuPy installed since is found), looked at no more than once a second."""
     path = tuple(sys.path)
-    if "cupy" not in sys.modules and path in _NOT_FOUND:
-        raise ImportError("No module named 'cupy'")
+    miss = _MISSES.get(path)
+    if "cupy" not in sys.modules and miss is not None:
+        now = time.monotonic()
+        if now - miss[0] >= LOOK_AGAIN:  # a while since the last look: have the folders changed?
+            miss = None if _stamps(path) != miss[1] else (now, miss[1])
+        if miss is not None:
+            _MISSES[path] = miss
+            raise ImportError("No module named 'cupy'")
     try:
         import cupy
     except ModuleNotFoundError:
         if "cupy" not in sys.modules:  # not found (a module set to None in sys.modules is a test's stand-in)
-            _NOT_FOUND.add(path)
+            _MISSES[path] = (time.monotonic(), _stamps(path))
         raise
     return cupy
+
+
+def _stamps(path):
+    """When each folder of `path` last changed (None for an entry that is not one)."""
+    out = []
+    for entry in path:
+        try:
+            out.append(os.stat(entry or ".").st_mtime_ns)
+        except (OSError, TypeError, ValueError):
+            out.append(None)
+    return tuple(out)
 
 
 def _cuda(device):

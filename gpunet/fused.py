@@ -16,10 +16,9 @@ one of them), ready to replay:
 """
 
 import ast
-import contextvars
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -120,20 +119,24 @@ class _Pool:
 
     @classmethod
     def run(cls, parts):
-        cls.reserve(len(parts) - 1)  # after a fork the child has no threads: made again here
-        # each in a copy of the caller's context: NumPy's errstate is a context variable
-        futures = [cls._executor.submit(contextvars.copy_context().run, p) for p in parts[1:]]
-        parts[0]()
+        executor = cls.reserve(len(parts) - 1)  # after a fork the child has no threads: made again here
+        err = np.geterr()  # the caller's errstate, for each thread (thread-local before NumPy 2)
+        futures = [executor.submit(_in_errstate, err, p) for p in parts[1:]]
+        try:
+            parts[0]()
+        finally:  # every part ends before the caller goes on or unwinds: they write the caller's buffers
+            wait(futures)
         for f in futures:
-            f.result()
+            f.result()  # a thread's exception, raised here
 
     @classmethod
     def reserve(cls, workers):
+        """An executor of at least `workers` threads. One replaced is not shut down (a caller in another thread may
+        be submitting to it): its threads end when it is collected."""
         with cls._lock:
             if cls._workers < workers:
-                if cls._executor is not None:
-                    cls._executor.shutdown(wait=False)  # its threads end after the work they hold, if any
                 cls._executor, cls._workers = ThreadPoolExecutor(workers, thread_name_prefix="gpunet-fused"), workers
+            return cls._executor
 
     @classmethod
     def forget(cls):
@@ -145,9 +148,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_Pool.forget)
 
 
+def _in_errstate(err, part):
+    with np.errstate(**err):
+        part()
+
+
 def run_parts(parts):
-    """Run the callables `parts` at once, the caller the first, persistent threads the others; return when all have
-    (an exception in one is raised here)."""
+    """Run the callables `parts` at once, the caller the first, persistent threads the others, each under the
+    caller's NumPy errstate; return when all have ended (the first exception of the caller's part, else of the
+    threads', raised then)."""
     _Pool.run(parts)
 
 

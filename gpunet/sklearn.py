@@ -321,6 +321,7 @@ class MLPRegressor(RegressorMixin, _MLP):
 
     _parameter_constraints = {**_CONSTRAINTS, "loss": [StrOptions({"squared_error", "poisson"})]}
     _metric = staticmethod(r2_score)
+    score = _MLP.score  # not RegressorMixin's: R^2 on the host, for CuPy predictions and targets too
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
@@ -419,6 +420,8 @@ class MLPClassifier(ClassifierMixin, _MLP):
         """The labels of host output activations (n, n_outputs_), as LabelBinarizer.inverse_transform gives them (the
         class of the largest; a binary or multi-label output thresholded at 0.5), without its 0.07 ms of checks."""
         kind, classes = self._label_binarizer.y_type_, self._label_binarizer.classes_
+        if self._label_binarizer.sparse_input_:  # labels fitted sparse: decoded sparse, by the binarizer itself
+            return self._label_binarizer.inverse_transform(y_prob.ravel() if self.n_outputs_ == 1 else y_prob)
         if kind == "multiclass":
             return classes[y_prob.argmax(axis=1)]
         above = (y_prob > 0.5).astype(np.intp)

@@ -17,7 +17,7 @@ Each model keeps scikit-learn's stopping rule on its own loss curve (gpunet/stac
 learning rate (and momentum) become 0, so that its parameters stay as they are while the others go on.
 """
 
-from contextlib import nullcontext
+import threading
 from functools import partial
 
 import numpy as np
@@ -70,11 +70,12 @@ class Stack:
     """
 
     def __init__(self, backend, sizes, params, dtype, activation, out_activation, alpha, rules="sklearn",
-                 threads=None):
+                 threads=None, session=None):
         self.backend, self.xp = backend, backend.xp
         # on the CPU, the chunks of a step run on as many threads as BLAS had (each chunk's products on one: see
         # on_threads); a GPU takes one stream of launches
         self.threads = threads or (blas_threads() if backend.name == "cpu" else 1)
+        self.session = session or ThreadSession()
         self.layout, self.dtype = Layout(sizes), np.dtype(dtype)
         self.activation, self.out_activation = activation, out_activation
         self.k = params.shape[0]
@@ -97,16 +98,13 @@ class Stack:
         """A stack of the models at `rows` (host indices) only, with their parameters."""
         sizes, act, out = self.layout.sizes, self.activation, self.out_activation
         return Stack(self.backend, sizes, self.params[self.backend.asarray(rows)], self.dtype, act, out,
-                     self.alpha[rows], self.rules, self.threads)
+                     self.alpha[rows], self.rules, self.threads, self.session)
 
     def on_threads(self):
-        """The context a stack trains in: with more than one thread, BLAS on one thread per call (threadpoolctl),
-        so that the chunks' threads and the products' never share a core; the step's chunks take the cores."""
-        if self.threads == 1:
-            return nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=1, user_api="blas")
+        """The context a stack (and the smaller stacks select() makes of it) trains in: only inside it do a step's
+        chunks go to threads, and from the first step that sends them until it ends, BLAS runs each product on one
+        thread (ThreadSession)."""
+        return self.session
 
     def _blocks(self, flat):
         """(K, fan_in + 1, fan_out) views of (K, P) `flat` per layer: weight rows, then the bias row."""
@@ -114,22 +112,26 @@ class Stack:
                                                                                  self.layout.shapes)]
 
     def chunks(self, n, own):
-        """Slices of the models, each a chunk whose buffers for a batch of n rows fit CHUNK_BYTES."""
+        """Slices of the models in chunks of nearly equal size whose buffers for a batch of n rows fit CHUNK_BYTES;
+        with threads, as many chunks for each where even the smallest chunk's products reach THREAD_WORK."""
         sizes = self.layout.sizes
         floats = 3 * n * (sum(h + 1 for h in sizes[1:-1]) + sizes[-1]) + 6 * self.layout.size
         size = max(1, min(self.k, CHUNK_BYTES // (self.dtype.itemsize * (floats + own * n * (sizes[0] + 1)))))
         count = -(-self.k // size)
-        threaded = min(self.k, -(-count // self.threads) * self.threads)  # as many chunks for each thread
-        if threaded > 1 and self.k // threaded * n * self.layout.size >= THREAD_WORK:
-            size = -(-self.k // threaded)
-        return [slice(a, min(a + size, self.k)) for a in range(0, self.k, size)]
+        threaded = min(self.k, -(-count // self.threads) * self.threads)
+        if self.k // threaded * n * self.layout.size >= THREAD_WORK:
+            count = threaded
+        edges = [self.k * i // count for i in range(count + 1)]
+        return [slice(a, b) for a, b in zip(edges, edges[1:])]
 
     def shares(self, parts, n):
-        """Each thread's parts of a workspace of n rows (Stack.step), or one share of them all where a chunk's
-        products are too small to pay for the threads' hand-offs (THREAD_WORK)."""
-        if self.threads == 1 or len(parts) == 1 or (parts[-1].sl.stop - parts[-1].sl.start) * n * self.layout.size < \
+        """Each thread's parts of a workspace of n rows (Stack.step), or one share of them all: outside on_threads,
+        or where a chunk's products are too small to pay for the threads' hand-offs (THREAD_WORK)."""
+        smallest = min(part.sl.stop - part.sl.start for part in parts)
+        if self.threads == 1 or len(parts) == 1 or not self.session.active or smallest * n * self.layout.size < \
                 THREAD_WORK:
             return [parts]
+        self.session.hold()
         return [parts[t :: self.threads] for t in range(min(self.threads, len(parts)))]
 
     def error_scale(self, n):
@@ -272,6 +274,43 @@ class Stack:
     def params_host(self, k):
         """Model k's flat parameters, a host copy."""
         return self.backend.to_numpy(self.params[k]).copy()
+
+
+class ThreadSession:
+    """A stack's training (Stack.on_threads): while it is entered, a step's chunks may go to threads, and once one
+    has (hold()), BLAS runs each product on one thread until it ends, so that the chunks' threads and the products'
+    never share a core. The limit is process-wide (threadpoolctl): trainings at once in other threads share it,
+    and the last to end gives BLAS its threads back."""
+
+    _lock, _holders, _limits = threading.Lock(), 0, None
+
+    def __init__(self):
+        self.active = self.held = False
+
+    def __enter__(self):
+        self.active = True
+        return self
+
+    def __exit__(self, *exc):
+        self.active = False
+        if self.held:
+            self.held = False
+            with ThreadSession._lock:
+                ThreadSession._holders -= 1
+                if ThreadSession._holders == 0:
+                    ThreadSession._limits.restore_original_limits()
+                    ThreadSession._limits = None
+
+    def hold(self):
+        if self.held:
+            return
+        with ThreadSession._lock:
+            if ThreadSession._holders == 0:
+                from threadpoolctl import threadpool_limits
+
+                ThreadSession._limits = threadpool_limits(limits=1, user_api="blas")
+            ThreadSession._holders += 1
+        self.held = True
 
 
 class StackWorkspace:

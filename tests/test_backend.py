@@ -75,22 +75,27 @@ def test_auto_without_cupy_falls_back_and_says_why(monkeypatch):
     assert r.exit_code == 0 and r.stderr.strip() == b.note
 
 
-def test_a_cupy_not_found_is_remembered_until_one_is_there(monkeypatch):
+def test_a_cupy_not_found_is_remembered_until_one_is_there(monkeypatch, tmp_path):
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
-    monkeypatch.setattr(sys, "path", [])  # nothing to find it in
-    monkeypatch.setattr(backends, "_NOT_FOUND", set())
-    for _ in range(2):
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])  # nothing to find it in
+    monkeypatch.setattr(backends, "_MISSES", {})
+    looked = []
+    monkeypatch.setattr(backends, "_stamps", lambda path, stamps=backends._stamps: looked.append(1) or stamps(path))
+    for _ in range(3):
         with pytest.raises(BackendUnavailable, match="CuPy is not installed"):
             backends.resolve("cuda")
-    assert backends._NOT_FOUND == {()}
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(0))  # then imported (a test's stand-in): taken at once
+    assert list(backends._MISSES) == [(str(tmp_path),)] and len(looked) == 1  # remembered, not looked at again
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(0))  # imported meanwhile (a test's stand-in): taken at once
     with pytest.raises(BackendUnavailable, match="no CUDA device"):
         backends.resolve("cuda")
     monkeypatch.delitem(sys.modules, "cupy")
-    monkeypatch.setattr(sys, "path", ["/nowhere"])  # another path: searched again
+    (tmp_path / "cupy").mkdir()  # CuPy installed since: found once a second has passed
+    (tmp_path / "cupy" / "__init__.py").write_text("raise ImportError('this stand-in CuPy was found')\n")
+    monkeypatch.setattr(backends, "LOOK_AGAIN", 0.0)
     with pytest.raises(BackendUnavailable, match="CuPy is not installed"):
-        backends.resolve("cuda")
-    assert backends._NOT_FOUND == {(), ("/nowhere",)}
+        backends.resolve("cuda")  # its ImportError, no longer the remembered miss
+    with pytest.raises(ImportError, match="stand-in CuPy was found"):
+        backends._import_cupy()
 
 
 @pytest.mark.skipif(not HAS_CUPY or not NO_CUDA, reason="needs CuPy installed on a machine without a usable GPU")

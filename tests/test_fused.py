@@ -245,3 +245,33 @@ def _relu_sum_in_child(size):
     a, out = np.arange(size, dtype=np.float64), np.empty(size)
     fused.calls(CPU, ACTIVATIONS["relu"].forward_pass, a, out, threads=2)()
     return float(out.sum())
+
+
+def test_run_parts_ends_every_part_before_raising():
+    """A part that raises (the caller's own, or a thread's): every other part has ended when run_parts raises, and
+    the caller's exception is the one raised."""
+    import threading
+    import time
+
+    from gpunet.fused import run_parts
+
+    ended = []
+
+    def slow():
+        time.sleep(0.2)
+        ended.append(threading.current_thread().name)
+
+    def boom():
+        raise ValueError("the caller's part")
+
+    with pytest.raises(ValueError, match="the caller's part"):
+        run_parts([boom, slow, slow])
+    assert len(ended) == 2
+
+    def thread_boom():
+        raise KeyError("a thread's part")
+
+    ended.clear()
+    with pytest.raises(KeyError, match="a thread's part"):
+        run_parts([slow, thread_boom, slow])
+    assert len(ended) == 2

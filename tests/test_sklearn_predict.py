@@ -141,3 +141,27 @@ def test_score_is_scikit_learns_accuracy(monkeypatch):
     expected = accuracy_score(y, est.predict(x))
     monkeypatch.setattr(gs, "accuracy_score", None)  # the short way does not call it
     assert est.score(x, y) == expected
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_labels_fitted_sparse_come_back_sparse_as_the_binarizer_gives_them():
+    sparse = pytest.importorskip("scipy.sparse")
+    x, _ = datasets.load_iris(return_X_y=True)
+    y = (np.random.default_rng(0).random((len(x), 3)) > 0.5).astype(int)
+    est = gs.MLPClassifier(hidden_layer_sizes=(5,), max_iter=5, random_state=0, backend="cpu")
+    est.fit(x, sparse.csr_matrix(y))
+    ours = est.predict(x)
+    theirs = est._label_binarizer.inverse_transform(est.predict_proba(x))
+    assert sparse.issparse(ours) and sparse.issparse(theirs)
+    np.testing.assert_array_equal(ours.toarray(), theirs.toarray())
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_the_regressors_score_is_r2_score():
+    from sklearn.metrics import r2_score
+
+    x, y = datasets.load_diabetes(return_X_y=True)
+    est = gs.MLPRegressor(hidden_layer_sizes=(5,), max_iter=5, random_state=0, backend="cpu").fit(x, y)
+    sw = np.linspace(0.1, 1, len(y))
+    assert est.score(x, y) == r2_score(y, est.predict(x))
+    assert est.score(x, y, sample_weight=sw) == r2_score(y, est.predict(x), sample_weight=sw)

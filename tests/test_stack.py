@@ -413,3 +413,43 @@ def test_a_threads_floating_point_errors_follow_the_callers_errstate(threads):
             gs.fit_stack([gs.MLPRegressor(**kw, learning_rate_init=lr) for lr in (1e-4, 1e-3, 1e-2, 1e-4, 1e-3, 3.0)],
                          x, y)
     assert threads
+
+
+def blas_counts():
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_overlapping_trainings_give_blas_its_threads_back_when_the_last_ends():
+    """Two trainings at once (say, in two threads): the first holds BLAS to one thread, the second shares the hold,
+    and BLAS gets its threads back only when both have ended, whichever ends first."""
+    from threadpoolctl import threadpool_limits
+
+    from gpunet.stack import ThreadSession
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_counts()
+        a, b = ThreadSession(), ThreadSession()
+        a.__enter__(), b.__enter__()
+        a.hold(), b.hold()
+        assert set(blas_counts()) == {1}
+        a.__exit__(None, None, None)
+        assert set(blas_counts()) == {1}  # b still trains on threads
+        b.__exit__(None, None, None)
+        assert blas_counts() == before
+
+
+def test_a_stack_whose_chunks_stay_on_one_thread_leaves_blas_alone(monkeypatch):
+    """Chunks too small for threads (THREAD_WORK): BLAS keeps its threads while the stack trains."""
+    from threadpoolctl import threadpool_limits
+
+    import gpunet.stack
+
+    seen = []
+    monkeypatch.setattr(gpunet.stack, "blas_threads", lambda: 2)
+    monkeypatch.setattr(gpunet.stack.ThreadSession, "hold", lambda self: seen.append("held"))
+    with threadpool_limits(limits=2, user_api="blas"):
+        cls, x, y, shared, per_model = case("regressor-adam")
+        gs.fit_stack([cls(backend="cpu", **shared, **p) for p in per_model], x, y)
+    assert not seen
