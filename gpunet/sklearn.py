@@ -424,7 +424,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
             return self._label_binarizer.inverse_transform(y_prob.ravel() if self.n_outputs_ == 1 else y_prob)
         if kind == "multiclass":
             return classes[y_prob.argmax(axis=1)]
-        above = (y_prob > 0.5).astype(np.intp)
+        above = (y_prob > 0.5).astype(np.asarray(0).dtype)  # the binarizer's integers: the default one
         if kind == "multilabel-indicator":
             return above
         return classes[above.ravel()] if len(classes) > 1 else np.repeat(classes[0], len(above))
