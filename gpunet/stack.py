@@ -175,8 +175,8 @@ class Stack:
         replay."""
         opt.begin_step(j)
         if ws.shares is None or ws.opt is not opt:
+            ws.opt, ws.shares = opt, self.shares(ws.parts, ws.n)  # BLAS held to one thread first, if it is to be
             self._chunks(ws.parts, j, opt)
-            ws.opt, ws.shares = opt, self.shares(ws.parts, ws.n)
         elif len(ws.shares) == 1:
             self._chunks(ws.parts, j, opt)
         else:

@@ -453,3 +453,23 @@ def test_a_stack_whose_chunks_stay_on_one_thread_leaves_blas_alone(monkeypatch):
         cls, x, y, shared, per_model = case("regressor-adam")
         gs.fit_stack([cls(backend="cpu", **shared, **p) for p in per_model], x, y)
     assert not seen
+
+
+def test_chunks_on_threads_compute_as_blas_on_one_thread_does(threads):
+    """In float32 a product's last bits depend on BLAS's threads: a stack whose chunks go to threads holds BLAS to
+    one thread from its first step, so that each model's weights are bit for bit the fit alone's with BLAS on one
+    thread."""
+    from threadpoolctl import threadpool_limits
+
+    cls, x, y, shared, per_model = case("classifier-softmax-adam")
+    x = x.astype(np.float32)
+    shared = {**shared, "hidden_layer_sizes": (256,), "max_iter": 3}  # products OpenBLAS splits between threads
+    with threadpool_limits(limits=2, user_api="blas"):
+        stacked = gs.fit_stack([cls(backend="cpu", **shared, **p) for p in per_model], x, y)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for ours, p in zip(stacked, per_model):
+            theirs = cls(backend="cpu", **shared, **p).fit(x, y)
+            assert ours.n_iter_ == theirs.n_iter_  # (the float32 loss sums are taken in another order)
+            for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+                np.testing.assert_array_equal(a, b)
+    assert threads
