@@ -1,5 +1,7 @@
 """A fitted classifier's predict, predict_proba and score: gpunet.sklearn's beside scikit-learn's MLPClassifier
-fitted alike, on 1 row, 30 rows (a fold of iris: what a search scores) and 360 rows (a fold of digits).
+fitted alike, on 1 row, 30 rows (a fold of iris: what a search scores) and 360 rows (a fold of digits). Then fits
+with early stopping (a score after every epoch): gpunet's accuracy and R^2 (gpunet/sklearn_metrics.py) against
+scikit-learn's accuracy_score and r2_score put in their place.
 
 Each call is timed over many repeats, the ways alternating; the figures are medians of the runs, in microseconds
 per call, with the predictions compared (labels equal, probabilities' largest difference).
@@ -66,6 +68,34 @@ def cli(runs, backend, blas_threads, repeats):
                     f"largest difference {np.max(np.abs(np.subtract(*same))):.1e}")
                 click.echo(f"{case:17s} {what:13s} gpunet {ours:7.1f} us, scikit-learn {theirs:7.1f} us, "
                            f"{theirs / ours:.2f}x; {agree}")
+        early_stopping(runs, backend)
+
+
+def early_stopping(runs, backend):
+    """Fits of 200 epochs with early stopping, scored by gpunet's metric and by scikit-learn's, alternating."""
+    from sklearn.metrics import accuracy_score, r2_score
+
+    cases = {"regressor, diabetes": (gs.MLPRegressor, datasets.load_diabetes, "r2", r2_score),
+             "classifier, iris": (gs.MLPClassifier, datasets.load_iris, "accuracy", accuracy_score)}
+    for name, (cls, load, attr, theirs) in cases.items():
+        x, y = load(return_X_y=True)
+        ours = getattr(gs, attr)
+        kw = dict(hidden_layer_sizes=(32,), max_iter=200, early_stopping=True, n_iter_no_change=1000, random_state=0,
+                  backend=backend)
+        times, scores = {"gpunet": [], "scikit-learn": []}, {}
+        try:
+            for _ in range(runs):
+                for way, metric in (("gpunet", ours), ("scikit-learn", theirs)):
+                    setattr(gs, attr, metric)
+                    start = time.perf_counter()
+                    scores[way] = cls(**kw).fit(x, y).validation_scores_
+                    times[way].append(time.perf_counter() - start)
+        finally:
+            setattr(gs, attr, ours)
+        a, b = (statistics.median(times[w]) * 1e3 for w in times)
+        click.echo(f"{name}, early stopping, 200 epochs: {a:.1f} ms a fit scored by gpunet's {attr}, {b:.1f} ms by "
+                   f"scikit-learn's {theirs.__name__}, {b / a:.2f}x; validation scores "
+                   f"{'equal' if scores['gpunet'] == scores['scikit-learn'] else 'DIFFER'}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPRegressor as _SkRegressor
     from sklearn.preprocessing import LabelBinarizer
@@ -36,6 +35,7 @@ from gpunet.backend import BACKENDS, array_module, on_device, resolve
 from gpunet.model import Layout
 from gpunet.sklearn_arrays import feature_major, host, like_input, sample_weights, validated, validated_xy
 from gpunet.sklearn_loop import SGD, Adam, Engine, History, fit_lbfgs, fit_stochastic, glorot_params
+from gpunet.sklearn_metrics import accuracy, r2
 
 _CONSTRAINTS = {
     **_SkRegressor._parameter_constraints,
@@ -320,7 +320,7 @@ class MLPRegressor(RegressorMixin, _MLP):
     """
 
     _parameter_constraints = {**_CONSTRAINTS, "loss": [StrOptions({"squared_error", "poisson"})]}
-    _metric = staticmethod(r2_score)
+    _metric = staticmethod(r2)
     score = _MLP.score  # not RegressorMixin's: R^2 on the host, for CuPy predictions and targets too
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
@@ -346,7 +346,7 @@ class MLPRegressor(RegressorMixin, _MLP):
     def _score_outputs(self, y_true, y_pred, sample_weight=None):
         if not np.isfinite(y_pred).all():
             return np.nan
-        return r2_score(y_true, y_pred.ravel() if y_pred.shape[1] == 1 else y_pred, sample_weight=sample_weight)
+        return r2(y_true, y_pred.ravel() if y_pred.shape[1] == 1 else y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted values, (n_samples,) or (n_samples, n_outputs)."""
@@ -360,20 +360,6 @@ class MLPRegressor(RegressorMixin, _MLP):
         return self._fit(X, y, sample_weight, incremental=True)
 
 
-_LABEL_KINDS = {"i": "number", "u": "number", "b": "number", "U": "text"}  # dtype kinds a label array may compare
-
-
-def _accuracy(y_true, y_pred, sample_weight=None):
-    """accuracy_score(y_true, y_pred, sample_weight=sample_weight). Unweighted 1-d NumPy labels of one kind (numbers,
-    or text) have nothing its checks (1 ms, more than a small model's predict) would refuse: their accuracy is
-    then the mean of y_true == y_pred, taken as accuracy_score takes it."""
-    if (sample_weight is None and type(y_true) is np.ndarray and type(y_pred) is np.ndarray and y_true.ndim == 1
-            and y_true.shape == y_pred.shape and y_true.size
-            and _LABEL_KINDS.get(y_true.dtype.kind, 0) == _LABEL_KINDS.get(y_pred.dtype.kind)):
-        return float(np.average(y_true == y_pred))
-    return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
-
-
 class MLPClassifier(ClassifierMixin, _MLP):
     """scikit-learn's MLPClassifier (log loss: softmax for several classes, logistic for binary and
     multi-label), trained by gpunet.
@@ -383,7 +369,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
     """
 
     _parameter_constraints = {k: v for k, v in _CONSTRAINTS.items() if k != "loss"}
-    _metric = staticmethod(_accuracy)
+    _metric = staticmethod(accuracy)
     score = _MLP.score  # not ClassifierMixin's: its accuracy_score checks plain labels for 1 ms
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
@@ -430,7 +416,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
         return classes[above.ravel()] if len(classes) > 1 else np.repeat(classes[0], len(above))
 
     def _score_outputs(self, y_true, y_prob, sample_weight=None):
-        return _accuracy(y_true, self._labels(y_prob), sample_weight=sample_weight)
+        return accuracy(y_true, self._labels(y_prob), sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted classes, (n_samples,), or (n_samples, n_classes) for multi-label targets."""

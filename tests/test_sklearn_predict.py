@@ -2,6 +2,7 @@
 labels decoded without LabelBinarizer.inverse_transform. Each gives what the long way gives, and every X the short
 way does not take still goes the long way (its errors and warnings are scikit-learn's)."""
 
+import re
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ from sklearn.preprocessing import LabelBinarizer  # noqa: E402
 from sklearn.utils.validation import validate_data  # noqa: E402
 
 from gpunet import sklearn as gs  # noqa: E402
-from gpunet import sklearn_arrays  # noqa: E402
+from gpunet import sklearn_arrays, sklearn_metrics  # noqa: E402
 
 KINDS = {  # y_type_ -> labels a LabelBinarizer is fitted on
     "binary": np.array(["no", "yes", "no"]),
@@ -117,9 +118,9 @@ def test_accuracy_is_accuracy_scores(case, weighted):
         theirs = accuracy_score(y_true, y_pred, sample_weight=sw)
     except (ValueError, TypeError) as e:
         with pytest.raises(type(e)):
-            gs._accuracy(y_true, y_pred, sample_weight=sw)
+            sklearn_metrics.accuracy(y_true, y_pred, sample_weight=sw)
         return
-    ours = gs._accuracy(y_true, y_pred, sample_weight=sw)
+    ours = sklearn_metrics.accuracy(y_true, y_pred, sample_weight=sw)
     assert type(ours) is float and (ours == theirs or np.isnan(ours) and np.isnan(theirs))
 
 
@@ -139,7 +140,7 @@ def test_score_is_scikit_learns_accuracy(monkeypatch):
             continue
         assert est.score(X, labels, sample_weight=weights) == expected
     expected = accuracy_score(y, est.predict(x))
-    monkeypatch.setattr(gs, "accuracy_score", None)  # the short way does not call it
+    monkeypatch.setattr(sklearn_metrics, "accuracy_score", None)  # the short way does not call it
     assert est.score(x, y) == expected
 
 
@@ -165,3 +166,60 @@ def test_the_regressors_score_is_r2_score():
     sw = np.linspace(0.1, 1, len(y))
     assert est.score(x, y) == r2_score(y, est.predict(x))
     assert est.score(x, y, sample_weight=sw) == r2_score(y, est.predict(x), sample_weight=sw)
+
+
+def r2_cases():
+    rng = np.random.default_rng(2)
+    t = rng.standard_normal(50)
+    yield t, t + 0.3 * rng.standard_normal(50)
+    yield t, t  # perfect: 1
+    yield np.full(50, 2.0), t  # a constant target missed: 0
+    yield np.full(50, 2.0), np.full(50, 2.0)  # a constant target matched: 1
+    two = rng.standard_normal((50, 2))
+    yield two, two + rng.standard_normal((50, 2))
+    yield np.column_stack([np.full(50, 1.0), t]), np.column_stack([t, t])  # one constant output of two
+    yield t[:, None], t + 1  # (n, 1) against (n,)
+    yield t[:2], t[:2] * 3
+    yield 1e200 * t, 1e200 * t[::-1]  # finite, but squares overflow: as r2_score does it
+    yield t, np.where(t > 1, np.nan, t)  # refused
+    yield t[:1], t[:1]  # one row: a warning and nan
+    yield t.astype(np.float32), t.astype(np.float32)
+    yield (10 * t).astype(int), t
+    yield two, t  # shapes differ: refused
+    yield t.tolist(), t
+
+
+@pytest.mark.parametrize("case", range(15))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_r2_is_r2_scores(case, weighted):
+    from sklearn.metrics import r2_score
+
+    y_true, y_pred = list(r2_cases())[case]
+    sw = np.linspace(0.5, 2, len(y_true)) if weighted else None
+    with warnings.catch_warnings(record=True) as theirs_warned:
+        warnings.simplefilter("always")
+        try:
+            theirs = r2_score(y_true, y_pred, sample_weight=sw)
+        except ValueError as e:
+            with pytest.raises(ValueError, match=re.escape(str(e))):
+                sklearn_metrics.r2(y_true, y_pred, sample_weight=sw)
+            return
+    with warnings.catch_warnings(record=True) as ours_warned:
+        warnings.simplefilter("always")
+        ours = sklearn_metrics.r2(y_true, y_pred, sample_weight=sw)
+    assert type(ours) is float and (ours == theirs or np.isnan(ours) and np.isnan(theirs))
+    assert [type(w.message) for w in ours_warned] == [type(w.message) for w in theirs_warned]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_early_stopping_scores_are_r2_scores(monkeypatch):
+    """A regressor's validation scores, taken by r2 after every epoch, are r2_score's: the fit equals its fit with
+    r2_score itself doing the scoring."""
+    from sklearn.metrics import r2_score
+
+    x, y = datasets.load_diabetes(return_X_y=True)
+    kw = dict(hidden_layer_sizes=(8,), max_iter=30, early_stopping=True, random_state=0, backend="cpu")
+    ours = gs.MLPRegressor(**kw).fit(x, y)
+    monkeypatch.setattr(gs, "r2", r2_score)
+    theirs = gs.MLPRegressor(**kw).fit(x, y)
+    assert ours.validation_scores_ == theirs.validation_scores_ and ours.n_iter_ == theirs.n_iter_
