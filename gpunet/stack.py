@@ -34,9 +34,9 @@ from gpunet.sklearn_loop import loss_terms, take_batch
 CHUNK_BYTES = 1 << 22
 SMALL, FEW = 1 << 17, 10  # see together()
 # The multiply-adds of a chunk's forward products (models x rows x parameters) from which a step's chunks run on
-# threads. Each thread's calls take turns at the interpreter between its NumPy calls, so threads pay only where the
-# calls are long. Measured side by side on 2 cores, 20 models (chunks of 5: 200 x 4,810 each), 2 threads against 1:
-# digits 1.39x faster; iris (120 x 259) 0.83x; 4 models of 120 x 67 0.35x.
+# threads. The threads take turns at the interpreter between their NumPy calls, so they pay only where the calls are
+# long. Measured side by side on 2 cores, 20 models in chunks of 5, 2 threads against 1: digits (200 x 4,810 a model)
+# 1.14-1.39x faster; iris (120 x 259) 0.83x; 4 models of 120 x 67 0.35x. Unmeasured beyond 2 cores.
 THREAD_WORK = 1 << 21
 
 
