@@ -25,6 +25,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/sklearn_bench.py
+	$(BIN)/python bench/predict_bench.py
 
 # For a machine with a GPU whose python3 has the dependencies already: installs nothing. With
 # .gpu-wheels/ beside it (make gpu-wheels, here), scikit-learn is unpacked from there for the
