@@ -30,7 +30,7 @@ def r2(y_true, y_pred, sample_weight=None):
     outputs' scores averaged."""
     if not (sample_weight is None and type(y_true) is np.ndarray and type(y_pred) is np.ndarray
             and y_true.dtype == np.float64 and y_pred.dtype == np.float64 and 1 <= y_true.ndim <= 2
-            and 1 <= y_pred.ndim <= 2 and y_true.shape[0] == y_pred.shape[0] >= 2):
+            and 1 <= y_pred.ndim <= 2 and y_true.shape[0] == y_pred.shape[0] >= 2 and y_true.size and y_pred.size):
         return r2_score(y_true, y_pred, sample_weight=sample_weight)
     t, p = y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)
     with np.errstate(over="ignore", invalid="ignore"):

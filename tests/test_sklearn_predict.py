@@ -187,9 +187,10 @@ def r2_cases():
     yield (10 * t).astype(int), t
     yield two, t  # shapes differ: refused
     yield t.tolist(), t
+    yield np.zeros((50, 0)), np.zeros((50, 0))  # no outputs: refused
 
 
-@pytest.mark.parametrize("case", range(15))
+@pytest.mark.parametrize("case", range(16))
 @pytest.mark.parametrize("weighted", [False, True])
 def test_r2_is_r2_scores(case, weighted):
     from sklearn.metrics import r2_score
