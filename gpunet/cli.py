@@ -193,6 +193,13 @@ def _distributed_options(f, command):
                         "is one process's. Needs mpi4py (the extra [mpi]).")(f)
 
 
+def stderr_progress():
+    """A progress callback that writes to stderr when it is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda message: click.echo(f"\r\033[K{message}", err=True, nl=False)
+
+
 def use_backend(name, device, quiet=False, tf32=False):
     """Resolve the backend; say on stderr what `auto` chose and why."""
     b = shim.resolve(name, device or 0, tf32=tf32)

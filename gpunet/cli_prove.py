@@ -9,8 +9,8 @@ from gpunet import gradcheck
 from gpunet import backend as shim
 from gpunet.agree import compare
 from gpunet.cli import (DEVICE_DEFAULT, backend_options, distributed_options, explicit_options, failing_together,
-                        network_options, parse_hidden, split_config, split_list, tf32_option, training_options,
-                        use_backend)
+                        network_options, parse_hidden, split_config, split_list, stderr_progress, tf32_option,
+                        training_options, use_backend)
 from gpunet.comm import device_of, launch
 from gpunet.config import HIDDEN_ACTIVATIONS
 from gpunet.data import DEFAULT_SEED
@@ -134,13 +134,6 @@ def resolve_backend_list(value, device, tf32=False):
             click.echo(f"bench: CPU only ({str(e).split(';')[0]})", err=True)
             return [shim.resolve("cpu")]
     return [shim.resolve(n, device, tf32=tf32) for n in names]
-
-
-def stderr_progress():
-    """A progress callback that writes to stderr when it is a terminal, else None."""
-    if not sys.stderr.isatty():
-        return None
-    return lambda message: click.echo(f"\r\033[K{message}", err=True, nl=False)
 
 
 @click.command("bench")

@@ -2,13 +2,12 @@
 
 import functools
 import math
-import sys
 import time
 
 import click
 
 from gpunet import checkpoint
-from gpunet.cli import backend_options, parse_hidden, use_backend
+from gpunet.cli import backend_options, parse_hidden, stderr_progress, use_backend
 from gpunet.cli_train import table_options
 from gpunet.config import HIDDEN_ACTIVATIONS
 from gpunet.files import check_writable, write_json
@@ -67,10 +66,10 @@ def search_cmd(data_path, target, task, features, drop, keep, missing, delimiter
                                ("activation", activation), ("seed", seed)) if v is not None}
     b = use_backend(backend, device)
     cands = candidates(lrs, decays)
-    say, each = progress(cands, seeds, folds)
-    found = search(data_path, given, cands, folds, seeds, b, say, refit=bool(save_path), delimiter=delimiter,
+    each = progress(cands, seeds, folds)
+    found = search(data_path, given, cands, folds, seeds, b, refit=bool(save_path), delimiter=delimiter,
                    on_epoch=each, target=target, task=task, features=features, drop=drop, keep=keep, missing=missing)
-    if say is not None:
+    if each is not None:
         click.echo("\r\033[K", err=True, nl=False)
     for note in found.notes:
         click.echo(note, err=True)
@@ -108,22 +107,24 @@ def report(found, folds, seeds):
 
 
 def progress(cands, seeds, folds):
-    """(on_fit, on_epoch) for search(): where stderr is a terminal, a line that says which stack trains (a stack
-    per fold and seed, or one of them all), its epoch, how many of its models still train and the fits done, at
-    most every 0.2 s; else (None, None)."""
-    if not sys.stderr.isatty():
-        return None, None
-    total, state = len(cands) * seeds * folds, {"done": 0, "shown": -math.inf}
-
-    def say(cand, s, f, score):
-        state["done"] += 1
+    """on_epoch for search(): where stderr is a terminal, a line that says which stack trains (a stack per fold and
+    seed, or one of them all), its epoch, how many of its models still train and the fits done (the models of the
+    stacks before it, and those of this one that have stopped), at most every 0.2 s; else None."""
+    show = stderr_progress()
+    if show is None:
+        return None
+    total, state = len(cands) * seeds * folds, {"shown": -math.inf, "stack": 0, "before": 0, "models": 0}
 
     def each(stack, stacks, epoch, running, models):
+        if stack != state["stack"]:  # the stacks before this one have ended: their fits are done
+            state["before"] += state["models"]
+            state["stack"] = stack
+        state["models"] = models
         now = time.monotonic()
         if now - state["shown"] < 0.2:
             return
         state["shown"] = now
-        click.echo(f"\r\033[Kstack {stack + 1} of {stacks} ({models} model{'s' * (models > 1)}): epoch {epoch}, "
-                   f"{running} training; fits done {state['done']} of {total}", err=True, nl=False)
+        show(f"stack {stack + 1} of {stacks} ({models} model{'s' * (models > 1)}): epoch {epoch}, {running} training; "
+             f"fits done {state['before'] + models - running} of {total}")
 
-    return say, each
+    return each

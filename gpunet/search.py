@@ -90,6 +90,9 @@ def search(source, given, cands, folds=5, seeds=1, backend="cpu", on_fit=None, r
     labelled = np.flatnonzero(~missing_targets(table, target_columns(table, table_options.get("target"))))
     if not 2 <= folds <= len(labelled):
         raise ConfigError(f"--folds must be at least 2 and at most the {len(labelled)} rows, got {folds}")
+    if len(cands) == 1:
+        notes.append("Note: one candidate is scored and nothing compared: give --lr (e.g. 1e-4,1e-3,1e-2) and/or "
+                     "--weight-decay to compare")
     seed = given.get("seed", DEFAULT_SEED)
     held_out = np.array_split(np.random.default_rng([seed, 3]).permutation(labelled), folds)
     options = {**table_options, "task": task}

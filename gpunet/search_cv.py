@@ -37,6 +37,7 @@ from sklearn.utils.parallel import Parallel, delayed  # joblib's, carrying sciki
 from sklearn.utils.validation import _check_method_params, indexable
 
 from gpunet.sklearn import STACKED, _MLP, StackFitError, fit_stack
+from gpunet.sklearn_stack import refusal
 
 # -- gpunet's MLP fit while a search runs: recording the fits a fit makes, or serving fitted state from caches
 
@@ -182,6 +183,8 @@ def _planned_fits(estimator, candidates, X, y, splits, fit_params):
             X_train, y_train = _safe_split(est, X, y, train)
             sliced = _check_method_params(X, params=fit_params, indices=train)
             for mlp, *data in _captured(est, X_train, y_train, sliced):
+                if refusal(mlp):  # in no stack (random_state None, lbfgs, ...): scikit-learn's pass fits it
+                    continue
                 digests = tuple(_digest(a) for a in data)
                 data = [interned.setdefault(d, a) if a is not None else None for d, a in zip(digests, data)]
                 params = mlp.get_params(deep=False)
@@ -193,7 +196,7 @@ def _planned_fits(estimator, candidates, X, y, splits, fit_params):
 
 
 def _stacks(fits, n_jobs):
-    """The fits in groups that may stack (alike in every parameter outside STACKED but random_state); for n_jobs
+    """The fits in groups that may stack (alike in every parameter outside STACKED); for n_jobs
     workers, cut into pieces of at most 1 / n_jobs of all fits, a fold's fits together where they fit."""
     groups = defaultdict(list)
     for fit in fits:
@@ -208,9 +211,9 @@ def _stacks(fits, n_jobs):
 
 
 def _stack(ests, X, y, sw):
-    """fit_stack(ests, X, y, sample_weight=sw) on fresh clones: the fitted clones (None for one whose fit failed:
-    scikit-learn's pass fits it again, failing as it fails), or None if it refuses them. Each fitted clone carries
-    its share of the stack's seconds as _stack_share."""
+    """fit_stack(ests, X, y, sample_weight=sw) on fresh clones: (the fitted clones (None for one whose fit failed:
+    scikit-learn's pass fits it again, failing as it fails), each one's share of the stack's seconds), or None if it
+    refuses them."""
     ests = [clone(est) for est in ests]
     start = time.perf_counter()
     try:
@@ -220,34 +223,32 @@ def _stack(ests, X, y, sw):
         fitted = [None if i in failed else est for i, est in enumerate(ests)]
     except (ValueError, TypeError):
         return None
-    share = (time.perf_counter() - start) / len(ests)
-    for est in fitted:
-        if est is not None:
-            est._stack_share = share
-    return fitted
+    return fitted, (time.perf_counter() - start) / len(ests)
 
 
 def _fit_group(ests, Xs, ys, sws, digests, singles):
     """One group's fits as one stack (each estimator its own rows); failing that, one stack per shared rows and
-    random_state; failing that, with `singles`, each alone. Returns (fitted or None, by a stack) per estimator and
-    the sizes of the stacks."""
-    fitted = _stack(ests, Xs, ys, None if all(sw is None for sw in sws) else sws)
-    if fitted is not None:
-        return [(est, est is not None) for est in fitted], [len(ests)]
+    random_state; failing that, with `singles`, each alone. Returns (fitted or None, by a stack, its seconds) per
+    estimator and the sizes of the stacks."""
+    stacked = _stack(ests, Xs, ys, None if all(sw is None for sw in sws) else sws)
+    if stacked is not None:
+        fitted, share = stacked
+        return [(est, est is not None, share) for est in fitted], [len(ests)]
     parts = defaultdict(list)
     for i, (est, d) in enumerate(zip(ests, digests)):
         parts[(d, est.random_state)].append(i)
-    out, sizes = [(None, False)] * len(ests), []
+    out, sizes = [(None, False, 0.0)] * len(ests), []
     for rows in parts.values():
-        fitted = _stack([ests[i] for i in rows], Xs[rows[0]], ys[rows[0]], sws[rows[0]])
-        if fitted is not None:
+        stacked = _stack([ests[i] for i in rows], Xs[rows[0]], ys[rows[0]], sws[rows[0]])
+        if stacked is not None:
             sizes.append(len(rows))
-            for i, est in zip(rows, fitted):
-                out[i] = (est, True)
-    for i, (est, _) in enumerate(out):
+            for i, est in zip(rows, stacked[0]):
+                out[i] = (est, True, stacked[1])
+    for i, (est, _, _) in enumerate(out):
         if est is None and singles:
+            start = time.perf_counter()
             try:
-                out[i] = (clone(ests[i]).fit(Xs[i], ys[i], sample_weight=sws[i]), False)
+                out[i] = (clone(ests[i]).fit(Xs[i], ys[i], sample_weight=sws[i]), False, time.perf_counter() - start)
             except Exception:  # scikit-learn's own fit of it will fail the same way, and handle it
                 pass
     return out, sizes
@@ -265,9 +266,9 @@ def _prefit(fits, cache, n_jobs, pre_dispatch):
     sizes = []
     for group, (fitted, stacks) in zip(groups, jobs):
         sizes += stacks
-        for fit, (est, stacked) in zip(group, fitted):
+        for fit, (est, stacked, seconds) in zip(group, fitted):
             if est is not None:
-                fit.seconds = vars(est).pop("_stack_share", 0.0)
+                fit.seconds = seconds
                 cache.put(fit.key, est, stacked)
     return sizes
 

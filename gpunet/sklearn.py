@@ -34,7 +34,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from gpunet.backend import BACKENDS, array_module, on_device, resolve
 from gpunet.model import Layout
 from gpunet.sklearn_arrays import feature_major, host, like_input, sample_weights, validated, validated_xy
-from gpunet.sklearn_loop import SGD, Adam, Engine, History, fit_lbfgs, fit_stochastic, glorot_params
+from gpunet.sklearn_loop import SGD, Adam, Engine, History, fit_lbfgs, fit_stochastic, glorot_params, rows_of
 from gpunet.sklearn_metrics import accuracy, r2
 
 _CONSTRAINTS = {
@@ -247,8 +247,8 @@ class _MLP(BaseEstimator):
                                    verbose=self.verbose, score=score,
                                    sample_weight=None if sample_weight is None else to(sample_weight[None], dt))
         hist = self._history
-        x_t = feature_major(X, engine.backend, dt)
-        unconverged = fit_stochastic(engine, self._optimizer, hist, x_t, to(y.T, dt), rs, settings)
+        unconverged = fit_stochastic(engine, self._optimizer, hist, rows_of(engine.backend, X, dt), to(y.T, dt), rs,
+                                     settings)
         self._optimizer.moved(engine.backend.to_numpy)
         if self.early_stopping:
             engine.net.params[...] = engine.backend.asarray(hist.best_params)

@@ -422,12 +422,13 @@ def reshuffled(rs, idx):
     return idx[perm]
 
 
-def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
+def fit_stochastic(engine, opt, hist, x_rows, y_t, rs, s):
     """scikit-learn's stochastic epochs: shuffle, batches, loss curve, schedule and stopping rule.
 
     Args:
         engine, opt, hist: the Engine, SGD/Adam and History to continue.
-        x_t, y_t: training inputs (d_in, n) and targets (d_out, n) on the backend.
+        x_rows, y_t: training inputs as the batches are taken from them (rows_of) and targets (d_out, n) on the
+            backend.
         rs: the numpy RandomState for the shuffles.
         s: settings with max_iter, shuffle, batch_size, tol, n_iter_no_change, incremental, verbose,
             sample_weight (1, n) on the backend or None, and score (a function giving the validation score,
@@ -436,8 +437,7 @@ def fit_stochastic(engine, opt, hist, x_t, y_t, rs, s):
     Returns:
         True when it stopped at max_iter without converging (scikit-learn's ConvergenceWarning).
     """
-    xp, n = engine.xp, x_t.shape[1]
-    x_rows = engine.rows(x_t)
+    xp, n = engine.xp, y_t.shape[1]
     idx = np.arange(n)
     order = xp.arange(n)
     hist.n_iter_ = 0  # as scikit-learn: the epochs of this call (t_ counts them all)

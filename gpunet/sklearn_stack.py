@@ -63,15 +63,14 @@ def _prepared(estimators, X, y, sample_weight):
     sets, of = _validated_sets(estimators, *_per_model(X, y, sample_weight, len(estimators)))
     first = estimators[0]
     dtype, sizes = first._dtype(sets[0].X), first._sizes(sets[0].X.shape[1])
-    for i, (est, d) in enumerate(zip(estimators, of)):
+    for i, (est, d) in enumerate(zip(estimators, of)):  # all checked before any weights are drawn
         if first._dtype(sets[d].X) != dtype or est._sizes(sets[d].X.shape[1]) != sizes:
             raise ValueError(f"estimator {i}'s data gives layers {est._sizes(sets[d].X.shape[1])} of "
                              f"{first._dtype(sets[d].X)}, estimator 0's {sizes} of {dtype}: fit them apart")
+        if est._out_activation() != first._out_activation():
+            raise ValueError(f"estimator {i}'s targets take a {est._out_activation()} output, estimator 0's a "
+                             f"{first._out_activation()} output: fit them apart")
     streams, stream = _initialized(estimators, sets, of, sizes, dtype)
-    for i, est in enumerate(estimators):
-        if est.out_activation_ != first.out_activation_:
-            raise ValueError(f"estimator {i}'s targets take a {est.out_activation_} output, estimator 0's a "
-                             f"{first.out_activation_} output: fit them apart")
     held_out = None
     if first.early_stopping:  # each stream's rows split as fit() splits them; then its training rows are its set
         sets, held_out = _split(first, sets, of, stream, streams)
@@ -289,20 +288,28 @@ def _check_stackable(estimators, params):
         if differ:
             raise ValueError(f"estimator {i} differs from estimator 0 in {', '.join(differ)}: only "
                              f"{', '.join(STACKED)} may differ within a stack; fit the others apart")
-    refusals = {
-        "solver": lambda est: (est.solver == "lbfgs", "lbfgs is not stochastic: fit lbfgs estimators one by one"),
-        "warm_start": lambda est: (est.warm_start, "warm_start=True continues each estimator's own fit: fit them "
-                                   "one by one"),
-        "verbose": lambda est: (est.verbose, "verbose=True prints each fit's epochs: fit them one by one"),
-        "random_state": lambda est: (not isinstance(est.random_state, Integral) or isinstance(est.random_state, bool),
-                                     "random_state must be an int: with None or a RandomState each fit draws its "
-                                     "own weights and row order"),
-    }
-    for name, refusal in refusals.items():
-        for est in estimators:
-            refused, why = refusal(est)
-            if refused:
-                raise ValueError(f"fit_stack cannot stack {name}={getattr(est, name)!r}: {why}")
+    for est in estimators:
+        why = refusal(est)
+        if why:
+            raise ValueError(why)
+
+
+REFUSALS = {  # parameter -> (whether a value keeps an estimator out of every stack, why)
+    "solver": (lambda v: v == "lbfgs", "lbfgs is not stochastic: fit lbfgs estimators one by one"),
+    "warm_start": (bool, "warm_start=True continues each estimator's own fit: fit them one by one"),
+    "verbose": (bool, "verbose=True prints each fit's epochs: fit them one by one"),
+    "random_state": (lambda v: not isinstance(v, Integral) or isinstance(v, bool),
+                     "random_state must be an int: with None or a RandomState each fit draws its own weights and row "
+                     "order"),
+}
+
+
+def refusal(est):
+    """Why fit_stack cannot stack the gpunet.sklearn estimator `est` with any other (None if it can)."""
+    for name, (refused, why) in REFUSALS.items():
+        if refused(getattr(est, name)):
+            return f"fit_stack cannot stack {name}={getattr(est, name)!r}: {why}"
+    return None
 
 
 def _same(a, b):

@@ -93,6 +93,7 @@ class Stack:
         # the decay's (K, P) scratch, and 1 / each model's weight sum in a batch of its own rows
         self._tmp, self._inv = self.xp.empty_like(self.params), self.xp.empty((self.k, 1), self.dtype)
         self._s = self._pen = None  # (batches, K): each batch's loss sum S and penalty
+        self._on_weights = None  # (P,) on the backend: 1 on the weights, 0 on the biases (sum_squared_weights)
 
     def select(self, rows):
         """A stack of the models at `rows` (host indices) only, with their parameters."""
@@ -131,7 +132,6 @@ class Stack:
         if self.threads == 1 or len(parts) == 1 or not self.session.active or smallest * n * self.layout.size < \
                 THREAD_WORK:
             return [parts]
-        self.session.hold()
         return [parts[t :: self.threads] for t in range(min(self.threads, len(parts)))]
 
     def error_scale(self, n):
@@ -175,7 +175,9 @@ class Stack:
         replay."""
         opt.begin_step(j)
         if ws.shares is None or ws.opt is not opt:
-            ws.opt, ws.shares = opt, self.shares(ws.parts, ws.n)  # BLAS held to one thread first, if it is to be
+            ws.opt, ws.shares = opt, self.shares(ws.parts, ws.n)
+            if len(ws.shares) > 1:  # BLAS on one thread from this first step, so that every step computes alike
+                self.session.hold()
             self._chunks(ws.parts, j, opt)
         elif len(ws.shares) == 1:
             self._chunks(ws.parts, j, opt)
@@ -270,6 +272,12 @@ class Stack:
     def _slots(self, batches):
         if self._s is None or self._s.shape[0] != batches:
             self._s, self._pen = (self.xp.zeros((batches, self.k), self.dtype) for _ in range(2))
+
+    def sum_squared_weights(self):
+        """(K,) sum(w^2) over each model's weights (not its biases), float64 on the host."""
+        if self._on_weights is None:
+            self._on_weights = self.backend.asarray(self.layout.on_weights(), self.dtype)
+        return self.backend.to_numpy(self.params**2 @ self._on_weights).astype(np.float64)
 
     def params_host(self, k):
         """Model k's flat parameters, a host copy."""
@@ -467,13 +475,9 @@ class _OutputError:
             xp.matmul(flat, flat.transpose(0, 2, 1), out=s.reshape(k, 1, 1))  # sum of squares per model
             return
         self.probabilities()  # the softmax's largest logit of each row is then 0
-        if self.kind == "softmax":
-            # -log p[label] = log sum exp(z) - z[label], clipped as scikit-learn clips p, for the rows with a label
+        if self.kind == "softmax":  # clipped as scikit-learn clips p, for the rows with a label
             xp.sum(y, axis=0, out=self.known)
-            xp.log(self.total, out=self.total)
-            xp.multiply(z, y, out=self.zy)
-            xp.sum(self.zy, axis=1, keepdims=True, out=self.label)  # z[label] (0 for a row of zeros)
-            xp.subtract(self.total, self.label, out=self.total)
+            self._minus_log_p()
             if self.eps is not None:
                 xp.clip(self.total, self.low, self.high, out=self.total)
             xp.matmul(self.total.reshape(k, -1), self.known, out=s)
@@ -482,6 +486,15 @@ class _OutputError:
         else:  # exp: Poisson
             s[...] = poisson_deviance_terms(xp, y, g).sum(axis=(1, 2))
         xp.subtract(g, y, out=g)
+
+    def _minus_log_p(self):
+        """total = -log p[label] = log sum exp(z) - z[label] per row (z shifted, total its sum of exps, by
+        probabilities()); 0 - 0 for a row of zeros."""
+        xp = self.xp
+        xp.log(self.total, out=self.total)
+        xp.multiply(self.z, self.y, out=self.zy)
+        xp.sum(self.zy, axis=1, keepdims=True, out=self.label)  # z[label]
+        xp.subtract(self.total, self.label, out=self.total)
 
     def probabilities(self):
         """g = the output activation of z (not the identity): softmax over the outputs (z shifted in place), logistic
@@ -508,12 +521,9 @@ class _OutputError:
         if self.kind == "identity":
             xp.subtract(z, y, out=g)
             terms = xp.multiply(g, g, out=self.terms)
-        elif self.kind == "softmax" and self.eps is None:  # gpunet's: log sum exp(z) - z[label], z shifted, unclipped
+        elif self.kind == "softmax" and self.eps is None:  # gpunet's: -log p[label] from shifted logits, unclipped
             self.probabilities()
-            xp.log(self.total, out=self.total)
-            xp.multiply(z, y, out=self.zy)
-            xp.sum(self.zy, axis=1, keepdims=True, out=self.label)
-            xp.subtract(self.total, self.label, out=self.total)
+            self._minus_log_p()
             xp.sum(y, axis=1, keepdims=True, out=self.per_row)
             xp.multiply(self.total, self.per_row, out=self.total)  # rows with a label only
             xp.subtract(g, y, out=g)

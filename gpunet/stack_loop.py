@@ -42,9 +42,7 @@ def _epochs(stack, opt, hists, rows, s):
         if better.size:  # one copy to the host for them all
             for k, params in zip(better, stack.backend.to_numpy(stack.params[stack.backend.asarray(better)])):
                 book.best_params[ids[k]] = params
-        if opt.per_model_iteration_ends:
-            for k in active:
-                opt.iteration_ends(k, int(book.t[ids[k]]))
+        opt.iteration_ends(active, book.t[ids[active]])
         for k in active[book.count[ids[active]] > s.n_iter_no_change]:
             if opt.trigger_stopping(k):
                 done[ids[k]] = _finished(stack, opt, k, book.best_params[ids[k]], False)
@@ -98,8 +96,8 @@ class _Records:
             if m:
                 h.loss_ = self.curve[m - 1, k]
             if self.early:
-                h.validation_scores_.extend(self.scores[:m, k])
-                h.best_validation_score_, h.best_params = self.best[k], self.best_params[k]
+                h.validation_scores_.extend(self.scores[:m, k].tolist())  # Python floats, as the scores fit() keeps
+                h.best_validation_score_, h.best_params = float(self.best[k]), self.best_params[k]
             else:
                 h.best_loss_ = self.best[k]
 

@@ -64,10 +64,8 @@ class _StackOptimizer:
         self.active[k] = False
         self._set()
 
-    per_model_iteration_ends = False  # whether iteration_ends does anything
-
-    def iteration_ends(self, k, t):
-        pass
+    def iteration_ends(self, ks, ts):
+        """The models `ks` ended an epoch, having seen ts rows in all."""
 
     def trigger_stopping(self, k):
         return True
@@ -115,13 +113,10 @@ class StackSGD(_StackOptimizer):
                       (xp.add, (update, tmp, update))]
         return calls + [(xp.add, (params, update, params))]
 
-    @property
-    def per_model_iteration_ends(self):
-        return self.schedule == "invscaling"
-
-    def iteration_ends(self, k, t):
+    def iteration_ends(self, ks, ts):
         if self.schedule == "invscaling":  # in Python floats, as scikit-learn computes it
-            self.lr[k] = float(self.lr_init[k]) / (t + 1) ** float(self.power_t[k])
+            for k, t in zip(ks, ts):
+                self.lr[k] = float(self.lr_init[k]) / (int(t) + 1) ** float(self.power_t[k])
 
     def trigger_stopping(self, k):
         """Whether model k stops; with the adaptive schedule, divide its rate by 5 instead while it is above 1e-6."""

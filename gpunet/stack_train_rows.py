@@ -17,7 +17,7 @@ import numpy as np
 
 from gpunet.batches import shuffles
 from gpunet.losses import loss_factor
-from gpunet.model import Layout, rows_with_ones
+from gpunet.model import rows_with_ones
 from gpunet.stack import StackWorkspace
 from gpunet.stack_rows import Batch, held_out_rows, order_table, padded_batches, selected
 
@@ -107,7 +107,7 @@ class SharedValidation:
         for part in self.ws.parts:
             part.forward()
         z = self.backend.to_numpy(self.ws.z[-1]).astype(np.float64)  # (K, d_out, n_val)
-        return self.k_val * _loss_sums(self.loss, z, self.y[None]) + _penalties(stack, self)
+        return self.k_val * _loss_sums(self.loss, z, self.y[None]) + stack.alpha / 2 * stack.sum_squared_weights()
 
 
 class OwnValidation:
@@ -126,7 +126,7 @@ class OwnValidation:
     def losses(self, stack):
         z = self.backend.to_numpy(stack.logits(self.xr, self.rows)).astype(np.float64)
         z = np.where(self.valid[:, None, :], z, 0.0)  # padding rows: logits 0 and no target, so they add nothing
-        return self.k_val * _loss_sums(self.loss, z, self.y, self.valid) + _penalties(stack, self)
+        return self.k_val * _loss_sums(self.loss, z, self.y, self.valid) + stack.alpha / 2 * stack.sum_squared_weights()
 
 
 def _loss_sums(loss, z, y, valid=None):
@@ -141,11 +141,3 @@ def _loss_sums(loss, z, y, valid=None):
     if valid is not None:
         r *= valid[:, None, :]
     return np.einsum("kij,kij->k", r, r)
-
-
-def _penalties(stack, holder):
-    """(K,) decay / 2 sum(w^2) of each model of the stack at its current parameters (the weights' mask made once,
-    kept on `holder`)."""
-    if getattr(holder, "mask", None) is None:
-        holder.mask = stack.backend.asarray(Layout(stack.layout.sizes).on_weights(), stack.dtype)
-    return stack.alpha / 2 * stack.backend.to_numpy(stack.params**2 @ holder.mask).astype(np.float64)

@@ -94,9 +94,8 @@ def test_a_terminal_sees_which_stack_trains_and_how_many_of_its_models_still_do(
          "stack 1 of 1 (4 models): epoch 30, 4 training; fits done 0 of 4"),  # whole batches: both folds at once
         (dict(epochs=30, hidden=(8,), batch_size=16), "stack 1 of 2 (2 models): epoch 1, 2 training; fits done 0 of 4",
          "stack 2 of 2 (2 models): epoch 30, 2 training; fits done 2 of 4")]:  # in batches: a stack per fold
-        say, each = cli_search.progress(candidates([1e-2, 1e-3]), 1, 2)
-        search(IRIS, given, candidates([1e-2, 1e-3]), folds=2, refit=False, target="species", on_fit=say,
-               on_epoch=each)
+        each = cli_search.progress(candidates([1e-2, 1e-3]), 1, 2)
+        search(IRIS, given, candidates([1e-2, 1e-3]), folds=2, refit=False, target="species", on_epoch=each)
         lines = capsys.readouterr().err.split("\r\033[K")
         assert first in lines and last in lines
 
@@ -122,3 +121,30 @@ def test_a_search_in_whole_batches_given_as_none():
     found = search(IRIS, dict(epochs=5, batch_size=None), candidates([1e-2, 1e-3]), folds=3, refit=False,
                    target="species")
     assert [len(c.scores) for c in found.ranked] == [3, 3] and not any(c.diverged for c in found.ranked)
+
+
+def test_the_fits_done_count_the_models_that_have_stopped(monkeypatch, capsys):
+    """One stack of every fold: its models that stop early are fits done, before the stack ends."""
+    import sys
+
+    from gpunet import cli_search
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(cli_search.time, "monotonic", iter(range(0, 10**6)).__next__)
+    each = cli_search.progress(candidates([1e-2, 1e-3]), 1, 2)
+    for stack, stacks, epoch, running, models in [(0, 1, 5, 4, 4), (0, 1, 9, 1, 4)]:
+        each(stack, stacks, epoch, running, models)
+    each = cli_search.progress(candidates([1e-2, 1e-3]), 1, 2)
+    for stack, stacks, epoch, running, models in [(0, 2, 9, 1, 2), (1, 2, 3, 2, 2)]:
+        each(stack, stacks, epoch, running, models)
+    lines = capsys.readouterr().err.split("\r\033[K")
+    assert "stack 1 of 1 (4 models): epoch 9, 1 training; fits done 3 of 4" in lines
+    assert "stack 2 of 2 (2 models): epoch 3, 2 training; fits done 2 of 4" in lines
+
+
+def test_one_candidate_says_that_nothing_is_compared():
+    r = run("search", "--backend", "cpu", "--data", IRIS, "--target", "species", "--folds", "2", "--epochs", "2")
+    assert r.exit_code == 0 and "one candidate is scored and nothing compared" in r.stderr
+    r = run("search", "--backend", "cpu", "--data", IRIS, "--target", "species", "--folds", "2", "--epochs", "2",
+            "--lr", "1e-3,1e-2")
+    assert r.exit_code == 0 and "nothing compared" not in r.stderr

@@ -356,3 +356,36 @@ def test_a_search_inside_cross_validate_trains_each_fit_once(monkeypatch):
         theirs = skm.cross_validate(skm.GridSearchCV(sk.MLPClassifier(**kw), grid, cv=3), x, y, cv=3)
     assert np.abs(ours["test_score"] - theirs["test_score"]).max() < 1e-9
     assert count == {"stacked": 3 * 4 * 3, "alone": 3}
+
+
+def test_fits_a_stack_refuses_are_timed_where_they_are_trained(monkeypatch):
+    """With n_jobs, the fits fit_stack refuses as a group (a sparse X with sample weights) are trained one by one in
+    the workers: each keeps its own seconds as its fit_time, not the moment scikit-learn's pass took to serve it (a
+    clock that counts a second a reading: a fit timed where it trains takes at least one)."""
+    from itertools import count
+
+    from joblib import parallel_config
+    from scipy.sparse import csr_matrix
+
+    x, y = iris()
+    est = gs.MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0, backend="cpu")
+    monkeypatch.setattr(search_cv.time, "perf_counter", count().__next__)
+    with warnings.catch_warnings(), parallel_config(backend="threading"):
+        warnings.simplefilter("ignore")
+        search = gs.GridSearchCV(est, {"alpha": [1e-4, 1e-3]}, cv=3, n_jobs=2)
+        search.fit(csr_matrix(x), y, sample_weight=np.linspace(0.5, 1.5, len(y)))
+    assert search.stacked_fits_ == 0
+    assert (search.cv_results_["mean_fit_time"] >= 1).all()
+
+
+def test_fits_no_stack_can_take_are_left_to_scikit_learns_pass(monkeypatch):
+    """random_state None keeps every fit out of the stacks: none is planned (no data hashed, nothing cached), and
+    scikit-learn's pass fits them as it would."""
+    x, y = iris()
+    est = gs.MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=None, backend="cpu")
+    planned = []
+    monkeypatch.setattr(search_cv, "_digest", lambda a, digest=search_cv._digest: planned.append(1) or digest(a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search = gs.GridSearchCV(est, {"alpha": [1e-4, 1e-3]}, cv=3).fit(x, y)
+    assert search.stacked_fits_ == 0 and not planned and len(search.cv_results_["mean_test_score"]) == 2

@@ -473,3 +473,23 @@ def test_chunks_on_threads_compute_as_blas_on_one_thread_does(threads):
             for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
                 np.testing.assert_array_equal(a, b)
     assert threads
+
+
+def test_stacked_validation_scores_are_python_floats_as_fits_are():
+    x, y = classification("iris")
+    kw = dict(hidden_layer_sizes=(5,), max_iter=5, random_state=0, early_stopping=True, backend="cpu")
+    stacked = gs.fit_stack([gs.MLPClassifier(**kw, alpha=a) for a in (1e-4, 1e-3)], x, y)[0]
+    alone = gs.MLPClassifier(**kw, alpha=1e-4).fit(x, y)
+    for est in (stacked, alone):
+        assert {type(v) for v in est.validation_scores_} == {float} and type(est.best_validation_score_) is float
+
+
+def test_a_refused_stack_leaves_its_estimators_unfitted():
+    """fit_stack refuses before anything is fitted: no weights drawn for estimators it then refuses."""
+    x, y = classification("iris")
+    labels = np.eye(3, dtype=int)[y]
+    labels[::7, 0] = 1
+    models = [gs.MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0, backend="cpu") for _ in range(2)]
+    with pytest.raises(ValueError, match="targets take a logistic output"):
+        gs.fit_stack(models, [x, x], [y, labels])
+    assert not any(hasattr(est, "coefs_") for est in models)
